@@ -1,0 +1,243 @@
+"""Fill one prompt's rollout buffer for any variant (``method.md`` section 3), once, for both worlds.
+
+``build_buffer(sampler, localizer, policy, root, split=..., rngs=...)``:
+
+1. No resets (``split.parents == 0`` or no localizer): ``split.fresh`` fresh chains, one group.
+2. Reset splits: draw fresh chains in rounds (each round asks exactly for the missing slots, so
+   the outcome equals drawing one at a time). Failed chains (reward < ``success``) become parents
+   until ``split.parents`` exist; the other chains fill G1 up to ``split.fresh``; surplus chains
+   are discarded (generated, not trained). Stop when both are full or ``split.max_fresh`` attempts
+   were made.
+3. Fewer parents than needed: fall back to one fresh group of ``split.budget`` chains, the first
+   attempts in order, topping up with new draws if needed (counted as ``no_failure``).
+4. Localize each parent. The reset step k gives the prefix ``parent.states[:k]`` and a suffix
+   group G2 of ``split.suffix`` continuations. A "skip" fallback drops that parent's suffix group:
+   its slots become fresh chains in G1 (counted).
+5. Top G1 up to ``split.fresh`` if it is short. Parents are never in the buffer.
+
+Every fallback is returned in ``BufferStats`` (P9). Group ids are explicit (no slot arithmetic).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Generic
+
+import numpy as np
+from numpy.random import Generator
+from numpy.typing import NDArray
+
+from respo.resets import Chain, Localizer, LocateResult, Pol, S, Sampler
+from respo.seeding import rng_for
+from respo.variants import Split
+
+
+@dataclass
+class Rngs:
+    """The three random streams of one (seed, step, problem): fresh chains, localization, suffixes.
+
+    Keyed identically across variants so that GRPO, RRPO and SRPO see common random numbers.
+    """
+
+    fresh: Generator
+    localize: Generator
+    suffix: Generator
+
+    @classmethod
+    def keyed(cls, seed: int, *keys: int | str) -> Rngs:
+        """Streams ``rng_for(seed, *keys, role)`` for role in fresh, localize, suffix."""
+        return cls(*(rng_for(seed, *keys, role) for role in ("fresh", "localize", "suffix")))
+
+
+@dataclass
+class BufferStats:
+    """Counts and fallbacks of one buffer (all returned, none hidden)."""
+
+    fresh_attempts: int = 0
+    """Fresh chains drawn (trained, parents and discarded)."""
+    discarded: int = 0
+    """Fresh chains drawn but neither trained nor used as parent."""
+    no_failure: bool = False
+    """Too few failed chains in ``max_fresh`` attempts: the buffer fell back to one fresh group."""
+    locate_fallbacks: int = 0
+    """Localizations that fell back (``LocateResult.fell_back``)."""
+    skipped_resets: int = 0
+    """Parents whose suffix group was replaced by fresh chains (fallback mode "skip")."""
+    topped_up: int = 0
+    """Fresh chains drawn after the search to fill G1 (or the fallback group)."""
+
+
+@dataclass
+class Buffer(Generic[S]):
+    """One prompt's trained chains with explicit group ids and roles, plus what was not trained.
+
+    ``chains[i]`` belongs to group ``group[i]``; ``role[i]`` is "fresh" or "suffix". ``parents``
+    and ``locates`` align: parent j was localized to ``locates[j]`` (its suffix group, if any, has
+    id ``suffix_group_of[j]``, else -1). ``generated`` lists every chain sampled, trained or not.
+    """
+
+    chains: list[Chain[S]]
+    group: NDArray[np.int64]
+    role: list[str]
+    parents: list[Chain[S]] = field(default_factory=list)
+    locates: list[LocateResult] = field(default_factory=list)
+    suffix_group_of: list[int] = field(default_factory=list)
+    generated: list[Chain[S]] = field(default_factory=list)
+    stats: BufferStats = field(default_factory=BufferStats)
+
+    @property
+    def rewards(self) -> NDArray[np.float64]:
+        """Rewards of the trained chains, shape [N]."""
+        return np.array([c.reward for c in self.chains], dtype=np.float64)
+
+    def groups(self, role: str) -> list[int]:
+        """Distinct group ids with the given role, in order of appearance."""
+        seen: dict[int, None] = {}
+        for g, r in zip(self.group.tolist(), self.role, strict=True):
+            if r == role:
+                seen.setdefault(int(g), None)
+        return list(seen)
+
+
+def _draw(
+    sampler: Sampler[S, Pol], policy: Pol, prefix: tuple[S, ...], n: int, rng: Generator
+) -> list[Chain[S]]:
+    if n <= 0:
+        return []
+    out = sampler.extend(policy, prefix, n, rng=rng)
+    if len(out) != n:
+        raise RuntimeError(f"sampler returned {len(out)} chains, asked for {n}")
+    return out
+
+
+def build_buffer(
+    sampler: Sampler[S, Pol],
+    localizer: Localizer[S, Pol] | None,
+    policy: Pol,
+    root: S,
+    *,
+    split: Split,
+    rngs: Rngs,
+    success: float = 1.0,
+) -> Buffer[S]:
+    """Sample, localize and group one prompt's rollouts (see the module docstring).
+
+    ``root`` is the problem state (``states[0]``). A chain with ``reward < success`` counts as
+    failed (the paper: verifier says wrong; for fractional code rewards, not all tests passed).
+    """
+    root_prefix: tuple[S, ...] = (root,)
+    stats = BufferStats()
+    generated: list[Chain[S]] = []
+
+    def fresh(n: int) -> list[Chain[S]]:
+        out = _draw(sampler, policy, root_prefix, n, rngs.fresh)
+        generated.extend(out)
+        stats.fresh_attempts += len(out)
+        return out
+
+    def one_group(chains: list[Chain[S]]) -> Buffer[S]:
+        return Buffer(
+            chains=chains,
+            group=np.zeros(len(chains), dtype=np.int64),
+            role=["fresh"] * len(chains),
+            generated=generated,
+            stats=stats,
+        )
+
+    if localizer is None or not split.resets:
+        return one_group(fresh(split.budget))
+
+    # -- search for parents, filling G1 on the way --------------------------------------------
+    attempts: list[Chain[S]] = []
+    parents: list[Chain[S]] = []
+    g1: list[Chain[S]] = []
+    while len(attempts) < split.max_fresh:
+        missing = (split.parents - len(parents)) + max(split.fresh - len(g1), 0)
+        if missing <= 0 or (len(parents) == split.parents and len(g1) >= split.fresh):
+            break
+        for c in fresh(min(missing, split.max_fresh - len(attempts))):
+            attempts.append(c)
+            if c.reward < success and len(parents) < split.parents:
+                parents.append(c)
+            elif len(g1) < split.fresh:
+                g1.append(c)
+            else:
+                stats.discarded += 1
+
+    if len(parents) < split.parents:
+        stats.no_failure = True
+        stats.discarded = max(len(attempts) - split.budget, 0)
+        group = attempts[: split.budget]
+        top = split.budget - len(group)
+        stats.topped_up += max(top, 0)
+        return one_group(group + fresh(top))
+
+    # -- localize each parent and draw its suffix group ---------------------------------------
+    chains: list[Chain[S]] = []
+    group_ids: list[int] = []
+    roles: list[str] = []
+    locates: list[LocateResult] = []
+    suffix_group_of: list[int] = []
+    next_group = 1  # group 0 is G1
+    extra_fresh = 0
+    for parent in parents:
+        loc = localizer.locate(policy, parent, rng=rngs.localize)
+        locates.append(loc)
+        stats.locate_fallbacks += int(loc.fell_back)
+        if loc.step is None:
+            stats.skipped_resets += 1
+            suffix_group_of.append(-1)
+            extra_fresh += split.suffix
+            continue
+        if not 1 <= loc.step <= parent.n_thoughts:
+            raise ValueError(f"localizer returned step {loc.step} outside 1..{parent.n_thoughts}")
+        suffixes = _draw(sampler, policy, parent.states[: loc.step], split.suffix, rngs.suffix)
+        generated.extend(suffixes)
+        chains.extend(suffixes)
+        group_ids.extend([next_group] * len(suffixes))
+        roles.extend(["suffix"] * len(suffixes))
+        suffix_group_of.append(next_group)
+        next_group += 1
+
+    top = split.fresh + extra_fresh - len(g1)
+    if top > 0:
+        stats.topped_up += top
+        g1 = g1 + fresh(top)
+    buf: Buffer[S] = Buffer(
+        chains=g1 + chains,
+        group=np.array([0] * len(g1) + group_ids, dtype=np.int64),
+        role=["fresh"] * len(g1) + roles,
+        parents=parents,
+        locates=locates,
+        suffix_group_of=suffix_group_of,
+        generated=generated,
+        stats=stats,
+    )
+    return buf
+
+
+def buffer_metrics(buffers: list[Buffer[Any]]) -> dict[str, float]:
+    """Reset-specific metrics over one step's buffers (keys match the trainer's metric names).
+
+    ``buffer/no_failure_frac``, ``reset/fallback_frac`` (per localization), ``reset/skipped``,
+    ``reset/position_frac`` (mean of (k - 1) / n over answered resets), ``reset/step_mean``,
+    ``g1/reward_mean``, ``g2/reward_mean`` (the suffix-group pass rate: self-correction),
+    ``buffer/fresh_attempts_mean``, ``buffer/discarded``.
+    """
+    nan = float("nan")
+    locs = [(lr, p) for b in buffers for lr, p in zip(b.locates, b.parents, strict=True)]
+    answered = [(lr.step, p.n_thoughts) for lr, p in locs if lr.step is not None]
+    r_g1 = [c.reward for b in buffers for c, r in zip(b.chains, b.role, strict=True) if r == "fresh"]
+    r_g2 = [c.reward for b in buffers for c, r in zip(b.chains, b.role, strict=True) if r == "suffix"]
+    return {
+        "buffer/no_failure_frac": float(np.mean([b.stats.no_failure for b in buffers])) if buffers else nan,
+        "buffer/fresh_attempts_mean": float(np.mean([b.stats.fresh_attempts for b in buffers])) if buffers else nan,
+        "buffer/discarded": float(sum(b.stats.discarded for b in buffers)),
+        "reset/count": float(len(answered)),
+        "reset/fallback_frac": float(np.mean([lr.fell_back for lr, _ in locs])) if locs else nan,
+        "reset/skipped": float(sum(b.stats.skipped_resets for b in buffers)),
+        "reset/position_frac": float(np.mean([(k - 1) / n for k, n in answered])) if answered else nan,
+        "reset/step_mean": float(np.mean([k for k, _ in answered])) if answered else nan,
+        "g1/reward_mean": float(np.mean(r_g1)) if r_g1 else nan,
+        "g2/reward_mean": float(np.mean(r_g2)) if r_g2 else nan,
+    }

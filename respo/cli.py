@@ -1,0 +1,46 @@
+"""The ``respo`` command: a thin dispatcher to subcommands, imported lazily.
+
+Each subcommand lives in its own module with a ``main(argv: list[str]) -> int`` function and
+parses its own arguments (tyro over frozen dataclasses), so ``respo theory --help`` never imports
+torch. The library itself does no argv parsing; only these entry modules do.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "main": ("respo.commands.main_job", "The README's main job: regenerate figures and run the default comparison"),
+    "figures": ("respo.commands.figures", "Execute the notebooks that write paper_figures/"),
+    "theory": ("respo.commands.theory", "Tabular CPI simulator: sweeps and bound checks"),
+    "train": ("respo.commands.train", "Train a variant (grpo, rrpo, srpo, ...) on a task"),
+    "eval": ("respo.commands.evaluate", "Evaluate a model: greedy pass@1, pass@k, tables"),
+    "prepare": ("respo.commands.prepare", "Prepare the paper's data splits from the hub or local files"),
+}
+
+
+def _usage() -> str:
+    width = max(len(k) for k in COMMANDS)
+    lines = ["usage: respo <command> [options]", "", "commands:"]
+    lines += [f"  {k:<{width}}  {doc}" for k, (_, doc) in COMMANDS.items()]
+    lines += ["", "respo <command> --help shows a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``respo`` console script."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    name, rest = args[0], args[1:]
+    if name not in COMMANDS:
+        print(f"respo: unknown command {name!r}; valid: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Command-line entry modules: one per ``respo`` subcommand (argv parsing lives only here)."""
