@@ -35,10 +35,16 @@ class Problem:
 
 @runtime_checkable
 class Task(Protocol):
-    """A verifiable task. ``has_step_judge`` says whether ``first_error`` is meaningful."""
+    """A verifiable task. ``has_step_judge`` says whether ``first_error`` is meaningful.
 
-    name: str
-    has_step_judge: bool
+    ``name`` and ``has_step_judge`` are read-only here, so frozen dataclasses satisfy the protocol.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def has_step_judge(self) -> bool: ...
 
     def reward(self, problem: Problem, response: str) -> float: ...
 

@@ -1,0 +1,211 @@
+"""``respo eval``: evaluate a model on benchmarks (``run``) and build result tables (``table``).
+
+``respo eval run --model PATH --benchmarks oly math_l5 --data data/prepared --label-model OLMo
+--method srpo --seed 42 --out results/eval.jsonl`` loads a transformers causal LM (a local folder,
+or a hub id on a connected machine), runs the plain thought-by-thought agent without resets
+(greedy pass@1 by default, ``method.md`` section 6: temperature 0, one sample, at most 500 items)
+and appends one JSON row per benchmark: model, method, seed, benchmark and the metrics
+(``mean_reward``, ``pass@k``). The benchmark ``arithmetic`` is the offline synthetic chains
+(held-out split) and ``gym:<generator>`` a reasoning-gym held-out split, for CPU runs.
+
+``respo eval table --results results/eval.jsonl --out paper_figures/table_main`` writes
+``.md``, ``.csv`` and ``.tex`` with mean and std over seeds per benchmark and the average.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import tyro
+
+from respo.tasks.base import Problem, Task
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Evaluate one model (one training seed) on benchmarks; append rows to a JSONL file."""
+
+    model: str
+    """Folder of a saved transformers model (or a hub id on a connected machine)."""
+    benchmarks: tuple[str, ...] = ("oly",)
+    """Prepared benchmark names (files <data>/<name>.jsonl), 'arithmetic' or 'gym:<generator>'."""
+    data: Path = Path("data/prepared")
+    """Folder written by ``respo prepare``."""
+    out: Path = Path("results/eval.jsonl")
+    """Result rows are appended here."""
+    label_model: str = ""
+    """Model name in the tables (default: the folder name)."""
+    method: str = "base"
+    """Method name in the tables (grpo, rrpo, srpo, base...)."""
+    seed: int = 42
+    """Training seed of this model (the tables' mean/std runs over it) and the sampling seed."""
+    n: int = 1
+    """Samples per problem (1 with temperature 0 is the paper's greedy pass@1)."""
+    temperature: float = 0.0
+    """Sampling temperature (0 = greedy)."""
+    top_p: float = 1.0
+    """Nucleus mass when sampling."""
+    ks: tuple[int, ...] = (1,)
+    """pass@k values to report (each k <= n)."""
+    limit: int = 500
+    """At most this many items per benchmark (the paper: 500)."""
+    delimiter: str = "</thought>"
+    """End-of-thought marker (a newline for small models)."""
+    prompt_variant: Literal["paper", "small"] = "paper"
+    """Completion prompt of ``respo.llm.prompts`` (``small``: one step per line, for small models)."""
+    max_thoughts: int = 20
+    """Most thoughts per response (the paper: 20)."""
+    max_thought_tokens: int = 256
+    """Most tokens per thought (the paper: 256)."""
+    max_new_tokens: int = 5120
+    """Response budget in tokens (the paper: about 5k)."""
+    batch_size: int = 16
+    """Prompts per generation call."""
+    device: str = "cpu"
+    """Torch device (cpu or cuda)."""
+    save_responses: bool = False
+    """Also write every response to <out>.responses.jsonl."""
+
+
+@dataclass(frozen=True)
+class TableConfig:
+    """Tables (Markdown, CSV, LaTeX) from result rows: benchmarks x methods x models."""
+
+    results: tuple[Path, ...] = (Path("results/eval.jsonl"),)
+    """JSONL files written by ``respo eval run``."""
+    out: Path = Path("paper_figures/table_main")
+    """Output path stem: writes <out>.md, <out>.csv and <out>.tex."""
+    metric: str = "mean_reward"
+    """Which metric to tabulate (mean_reward, pass@1, pass@k...)."""
+    scale: float = 100.0
+    """Multiply scores by this (100 gives percentages)."""
+    ddof: int = 1
+    """Degrees of freedom of the std over seeds (1 = sample std)."""
+    caption: str = ""
+    """LaTeX caption."""
+
+
+def task_for(kind: str) -> Task:
+    """The verifier of a benchmark kind (``registry.Source.kind``); code scores held-out tests."""
+    from respo.tasks.catalog import make_task
+
+    return make_task("code-heldout" if kind == "code" else kind)
+
+
+BENCHMARK_KIND = {"oly": "math", "olympiads_train": "math", "lcb_v6_medium": "code", "acereason_math": "math",
+                  "commonsenseqa": "choice", "hmmt_nov_2025": "math", "math_l5": "math", "strategyqa": "yesno",
+                  **{f"sciknoweval_{d}": "choice" for d in ("chemistry", "physics", "biology", "materials")}}
+
+
+def load_benchmark(name: str, data: Path, *, limit: int, seed: int) -> tuple[list[Problem], Task]:
+    """Problems (at most ``limit``) and the task that scores them."""
+    if name == "arithmetic":
+        from respo.tasks.catalog import make_task
+        from respo.tasks.synthetic import ArithmeticTask, generate_problems
+
+        task = make_task("arithmetic")
+        assert isinstance(task, ArithmeticTask)
+        return generate_problems(task.spec, limit, seed=seed, split="test"), task
+    if name.startswith("gym:"):
+        from respo.tasks.gym import GymTask
+
+        gym = GymTask(name[4:])
+        return gym.problems(limit, seed=seed, split="test"), gym
+    if name not in BENCHMARK_KIND:
+        raise KeyError(f"unknown benchmark {name!r}; valid: {', '.join(BENCHMARK_KIND)}, arithmetic, gym:<name>")
+    from respo.tasks.prepare import read_problems
+
+    path = data / f"{name}.jsonl"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: run `respo prepare --out {data}` first")
+    return read_problems(path)[:limit], task_for(BENCHMARK_KIND[name])
+
+
+def hf_generate(cfg: RunConfig) -> Any:
+    """A text-in, text-out ``Generate`` over a transformers model (the respo.llm HF backend)."""
+    import numpy as np
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from respo.llm.generation import HFBackend, StopRule
+    from respo.llm.thoughts import ThoughtFormat
+
+    tok = AutoTokenizer.from_pretrained(cfg.model)
+    model = AutoModelForCausalLM.from_pretrained(cfg.model)
+    model.train(False)
+    backend = HFBackend(model, tok, device=cfg.device)
+    stop = StopRule(fmt=ThoughtFormat.for_tokenizer(tok, cfg.delimiter), max_thought_tokens=cfg.max_thought_tokens,
+                    max_thoughts=cfg.max_thoughts)
+
+    def generate(prompts: list[str], *, n: int, temperature: float, seed: int) -> list[list[str]]:
+        ids = [np.asarray(tok(p, add_special_tokens=True)["input_ids"], dtype=np.int64) for p in prompts]
+        gens = backend.generate(ids, n=n, max_new_tokens=cfg.max_new_tokens, temperature=temperature,
+                                top_p=cfg.top_p, seed=seed, stop=stop)
+        # Drop EOS/padding by id, keep other special tokens: a delimiter may be one.
+        drop = set(backend.eos_ids) | {backend.pad_id}
+        texts = [str(tok.decode([int(i) for i in g.ids if int(i) not in drop], skip_special_tokens=False))
+                 for g in gens]
+        return [texts[i * n:(i + 1) * n] for i in range(len(prompts))]
+
+    return generate
+
+
+def run(cfg: RunConfig, *, generate: Any = None) -> list[dict[str, Any]]:
+    """Evaluate and append rows; ``generate`` replaces the HF backend (tests, other engines)."""
+    from respo.eval import benchmark_scores, run_agent
+
+    gen = generate if generate is not None else hf_generate(cfg)
+    label = cfg.label_model or Path(cfg.model).name
+    rows = []
+    cfg.out.parent.mkdir(parents=True, exist_ok=True)
+    for name in cfg.benchmarks:
+        problems, task = load_benchmark(name, cfg.data, limit=cfg.limit, seed=cfg.seed)
+        items = run_agent(problems, task, gen, n=cfg.n, temperature=cfg.temperature, seed=cfg.seed,
+                          delimiter=cfg.delimiter, max_thoughts=cfg.max_thoughts, batch_size=cfg.batch_size,
+                          prompt_variant=cfg.prompt_variant,
+                          keep_responses=cfg.save_responses)
+        metrics = benchmark_scores(items, ks=cfg.ks)
+        stats = getattr(getattr(task, "verifier", None), "stats", None) or getattr(task, "stats", None)
+        row = {"model": label, "method": cfg.method, "seed": cfg.seed, "benchmark": name, "metrics": metrics,
+               "config": {k: str(v) for k, v in vars(cfg).items()},
+               "verifier_stats": dict(stats) if stats else {}}
+        rows.append(row)
+        with cfg.out.open("a") as f:
+            f.write(json.dumps(row, sort_keys=True) + "\n")
+        if cfg.save_responses:
+            with cfg.out.with_suffix(".responses.jsonl").open("a") as f:
+                for it in items:
+                    f.write(json.dumps({"benchmark": name, "seed": cfg.seed, "method": cfg.method, "model": label,
+                                        "id": it.problem_id, "rewards": it.rewards, "responses": it.responses}) + "\n")
+        shown = ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k.startswith(("mean", "pass")))
+        print(f"[eval] {label}/{cfg.method}/seed {cfg.seed} {name}: {shown} ({len(items)} items)")
+    return rows
+
+
+def table(cfg: TableConfig) -> str:
+    """Write the three table files; return the Markdown."""
+    from respo.eval import records_from_rows, summarize, table_csv, table_latex, table_markdown
+
+    rows = []
+    for p in cfg.results:
+        rows += [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+    cells = summarize(records_from_rows(rows, metric=cfg.metric, scale=cfg.scale), ddof=cfg.ddof)
+    cfg.out.parent.mkdir(parents=True, exist_ok=True)
+    md = table_markdown(cells)
+    cfg.out.with_suffix(".md").write_text(md)
+    cfg.out.with_suffix(".csv").write_text(table_csv(cells))
+    cfg.out.with_suffix(".tex").write_text(table_latex(cells, caption=cfg.caption))
+    return md
+
+
+def main(argv: list[str]) -> int:
+    cfg = tyro.extras.subcommand_cli_from_dict({"run": RunConfig, "table": TableConfig}, args=argv,
+                                               prog="respo eval", description=__doc__)
+    if isinstance(cfg, RunConfig):
+        run(cfg)
+    else:
+        sys.stdout.write(table(cfg))
+    return 0

@@ -1,0 +1,79 @@
+"""Tasks by name: one registry, one signature (``() -> Task``), and ``make_task`` for lookups.
+
+``gym:<generator>`` names a reasoning-gym generator (any name reasoning-gym knows); every other
+name must be a key of ``TASKS``; an unknown name raises listing the valid ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from respo.tasks.base import Task
+
+TaskFactory = Callable[[], Task]
+
+
+def _math() -> Task:
+    from respo.tasks.math import MathTask
+
+    return MathTask()
+
+
+def _choice() -> Task:
+    from respo.tasks.choice import ChoiceTask
+
+    return ChoiceTask()
+
+
+def _yesno() -> Task:
+    from respo.tasks.choice import YesNoTask
+
+    return YesNoTask()
+
+
+def _code() -> Task:
+    from respo.tasks.code import CodeTask
+
+    return CodeTask(tests_key="tests")
+
+
+def _code_heldout() -> Task:
+    from respo.tasks.code import CodeTask
+
+    return CodeTask(tests_key="heldout_tests", name="code-heldout")
+
+
+def _arithmetic() -> Task:
+    from respo.tasks.synthetic import ArithmeticSpec, ArithmeticTask
+
+    return ArithmeticTask(ArithmeticSpec(answer_style="boxed"), reward_mode="answer")
+
+
+def _arithmetic_chain() -> Task:
+    from respo.tasks.synthetic import ArithmeticSpec, ArithmeticTask
+
+    return ArithmeticTask(ArithmeticSpec(answer_style="boxed"), reward_mode="chain", name="arithmetic-chain")
+
+
+TASKS: dict[str, TaskFactory] = {
+    "math": _math,
+    "choice": _choice,
+    "yesno": _yesno,
+    "code": _code,
+    "code-heldout": _code_heldout,
+    "arithmetic": _arithmetic,
+    "arithmetic-chain": _arithmetic_chain,
+}
+"""Training rewards use ``code`` (reward tests); evaluation uses ``code-heldout`` (method.md).
+The arithmetic tasks end with ``\\boxed{n}``, as the trainer's (``respo.llm.train_parts``)."""
+
+
+def make_task(name: str) -> Task:
+    """The task called ``name`` (a ``TASKS`` key or ``gym:<generator>``)."""
+    if name.startswith("gym:"):
+        from respo.tasks.gym import GymTask
+
+        return GymTask(name[4:])
+    if name not in TASKS:
+        raise KeyError(f"unknown task {name!r}; valid: {', '.join(TASKS)}, gym:<generator>")
+    return TASKS[name]()

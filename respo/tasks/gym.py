@@ -1,0 +1,104 @@
+"""Adapters for reasoning-gym generators (offline procedural tasks for CPU runs).
+
+``GymTask("chain_sum")`` draws problems from a reasoning-gym generator and scores responses
+with the generator's own ``score_answer`` after extracting the answer: the last
+``\\boxed{...}``, else an ``<answer>...</answer>`` tag; no answer scores 0.
+
+Splits: ``problems(n, seed=, split=)`` seeds the generator with ``int_seed_for(seed, "data",
+split)``, so another split name gives a held-out set; ``make_splits`` also drops test questions
+that occur in training.
+
+Deviation: some generators give partial credit for a wrongly answered but well-formed reply
+(``gsm_symbolic`` returns 0.01 for any number), a format reward the paper does not use; with
+``binary=True`` (the default) the reward is 1 only for a full score.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from respo.seeding import int_seed_for
+from respo.tasks.base import Problem
+from respo.tasks.extract import last_boxed
+
+GENERATORS = ("gsm_symbolic", "basic_arithmetic", "chain_sum", "leg_counting")
+"""Generators this adapter is tested with (any reasoning-gym name works)."""
+
+
+def extract_gym_answer(response: str) -> str | None:
+    """The last ``\\boxed{}``, else the last ``<answer>`` tag's content, else None."""
+    box = last_boxed(response)
+    if box is not None:
+        return box.strip()
+    from reasoning_gym.utils import extract_answer
+
+    got = extract_answer(response[-20_000:])
+    return got.strip() if isinstance(got, str) else None
+
+
+def _jsonable(x: Any) -> Any:
+    return json.loads(json.dumps(x, default=str))
+
+
+@dataclass
+class GymTask:
+    """A reasoning-gym generator as a ``Task``."""
+
+    generator: str
+    config: Mapping[str, Any] = field(default_factory=dict)
+    """Keyword arguments of ``reasoning_gym.create_dataset`` (difficulty knobs)."""
+    binary: bool = True
+    """Reward 1 only for a full score (no partial format credit)."""
+    name: str = ""
+    has_step_judge: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            self.name = f"gym:{self.generator}"
+        self._scorer: Any = None
+
+    def _dataset(self, size: int, seed: int) -> Any:
+        import reasoning_gym
+
+        return reasoning_gym.create_dataset(self.generator, size=size, seed=seed, **dict(self.config))
+
+    def problems(self, n: int, *, seed: int, split: str = "train", exclude: Sequence[Problem] = ()) -> list[Problem]:
+        """``n`` problems from the generator seeded by (seed, split); ``exclude`` questions are dropped."""
+        if n == 0:
+            return []
+        ds = self._dataset(n + 2 * len(exclude) + 16, int_seed_for(seed, "data", split) % (2**31))
+        seen = {p.question for p in exclude}
+        out: list[Problem] = []
+        for i in range(len(ds)):
+            e = ds[i]
+            if e["question"] in seen:
+                continue
+            seen.add(e["question"])
+            out.append(Problem(f"{self.generator}-{split}-{seed}-{i}", e["question"], str(e["answer"]),
+                               {"gym": self.generator, "gym_metadata": _jsonable(e.get("metadata", {}))}))
+            if len(out) == n:
+                return out
+        raise ValueError(f"{self.generator}: only {len(out)} distinct problems, need {n}")
+
+    def make_splits(self, *, seed: int, n_train: int, n_test: int) -> tuple[list[Problem], list[Problem]]:
+        train = self.problems(n_train, seed=seed, split="train")
+        return train, self.problems(n_test, seed=seed, split="test", exclude=train)
+
+    def reward(self, problem: Problem, response: str) -> float:
+        ans = extract_gym_answer(response)
+        if ans is None:
+            return 0.0
+        if self._scorer is None:
+            self._scorer = self._dataset(1, 0)
+        entry = {"question": problem.question, "answer": problem.answer,
+                 "metadata": dict(problem.meta.get("gym_metadata", {}))}
+        score = float(self._scorer.score_answer(ans, entry))
+        if self.binary:
+            return 1.0 if score >= 1.0 else 0.0
+        return min(1.0, max(0.0, score))
+
+    def first_error(self, problem: Problem, thoughts: Sequence[str]) -> int | None:
+        raise NotImplementedError(f"{self.name} has no ground-truth steps")

@@ -1,0 +1,344 @@
+"""Step-verifiable synthetic reasoning chains: multi-step modular arithmetic (the CPU track).
+
+A problem is a start value and a few tagged operations, e.g. (modulus 10)::
+
+    question:  7 a+3 b*4 c-2
+    solution:  a:7+3=0
+               b:0*4=0
+               c:0-2=8
+               =8
+
+Each solution line repeats its tag, the value it starts from, its operation and the result, so
+the gold line for every step is unique and the *first erroneous thought* of any chain is exact:
+the first line that differs from the gold line (``cpu-track.md``). The last line is the final
+answer (``=8`` by default, or ``\\boxed{8}`` with ``answer_style="boxed"``). The alphabet is small
+(digits, ``+-*=:``, the tags ``a..z``, space and newline), so a character-level model learns it.
+
+What lives here: ``ArithmeticSpec`` (the difficulty knob: steps, modulus, operation set),
+problem generation with held-out splits keyed by seed, the gold chain, chains with injected
+errors (later steps continue consistently from the wrong value) for a supervised warm-up, and
+``ArithmeticTask`` (reward and step judge). What does not: prompts and tokenization (``respo.llm``).
+
+Deviations: none from the paper (which has no synthetic task); this is the CPU-track analogue.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from numpy.random import Generator
+
+from respo.seeding import rng_for
+from respo.tasks.base import Problem
+
+TAGS = "abcdefghijklmnopqrstuvwxyz"
+OPS = ("+", "-", "*")
+
+_Q_RE = re.compile(r"^\s*(\d+)((?:\s+[a-z][+\-*]\d+)+)\s*$")
+_OP_RE = re.compile(r"([a-z])([+\-*])(\d+)")
+_BOXED_RE = re.compile(r"\\boxed\{\s*(-?\d+)\s*\}")
+_EQ_RE = re.compile(r"^=\s*(-?\d+)\s*$")
+
+
+@dataclass(frozen=True)
+class ArithmeticSpec:
+    """The difficulty knob of the arithmetic chains."""
+
+    min_steps: int = 3
+    """Fewest operations per problem (cpu-track.md: 3)."""
+    max_steps: int = 6
+    """Most operations per problem (cpu-track.md: 6; at most 26, one tag letter each)."""
+    modulus: int = 10
+    """All values are taken modulo this (10 keeps every number one character)."""
+    ops: tuple[str, ...] = OPS
+    """Operation set, a subset of ``+``, ``-``, ``*``; operands are 1..m-1 for +/- and 2..m-1 for *."""
+    answer_style: Literal["equals", "boxed"] = "equals"
+    """Final line ``=8`` (compact, for a char model) or ``\\boxed{8}`` (the paper's convention)."""
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_steps <= self.max_steps <= len(TAGS):
+            raise ValueError(f"need 1 <= min_steps <= max_steps <= {len(TAGS)}, got {self.min_steps}, {self.max_steps}")
+        if self.modulus < 3:
+            raise ValueError(f"modulus must be >= 3, got {self.modulus}")
+        if not self.ops or any(o not in OPS for o in self.ops) or len(set(self.ops)) != len(self.ops):
+            raise ValueError(f"ops must be distinct members of {OPS}, got {self.ops}")
+        if self.answer_style not in ("equals", "boxed"):
+            raise ValueError(f"answer_style must be 'equals' or 'boxed', got {self.answer_style!r}")
+
+    def operations(self) -> list[tuple[str, int]]:
+        """Every (operator, operand) pair the generator may draw (26 at modulus 10)."""
+        out: list[tuple[str, int]] = []
+        for o in self.ops:
+            lo = 2 if o == "*" else 1
+            out += [(o, v) for v in range(lo, self.modulus)]
+        return out
+
+
+def apply_op(value: int, op: str, operand: int, modulus: int) -> int:
+    """One step: ``(value op operand) mod modulus``."""
+    if op == "+":
+        return (value + operand) % modulus
+    if op == "-":
+        return (value - operand) % modulus
+    if op == "*":
+        return (value * operand) % modulus
+    raise ValueError(f"unknown operation {op!r}")
+
+
+@dataclass(frozen=True)
+class Arithmetic:
+    """A parsed problem: start value, tagged operations, modulus."""
+
+    start: int
+    ops: tuple[tuple[str, str, int], ...]  # (tag, operator, operand)
+    modulus: int = 10
+    answer_style: Literal["equals", "boxed"] = "equals"
+
+    @property
+    def question(self) -> str:
+        return " ".join([str(self.start)] + [f"{t}{o}{v}" for t, o, v in self.ops])
+
+    def values(self) -> list[int]:
+        """Values after each step (length = number of steps)."""
+        out, v = [], self.start
+        for _, o, x in self.ops:
+            v = apply_op(v, o, x, self.modulus)
+            out.append(v)
+        return out
+
+    @property
+    def answer(self) -> int:
+        return self.values()[-1]
+
+    def answer_line(self, value: int) -> str:
+        return f"\\boxed{{{value}}}" if self.answer_style == "boxed" else f"={value}"
+
+    def step_line(self, i: int, before: int, after: int) -> str:
+        t, o, x = self.ops[i]
+        return f"{t}:{before}{o}{x}={after}"
+
+    def gold_lines(self) -> list[str]:
+        """The unique gold chain: one line per step, then the answer line."""
+        lines, v = [], self.start
+        for i, (_, o, x) in enumerate(self.ops):
+            w = apply_op(v, o, x, self.modulus)
+            lines.append(self.step_line(i, v, w))
+            v = w
+        return lines + [self.answer_line(v)]
+
+    def to_problem(self, pid: str) -> Problem:
+        return Problem(
+            id=pid,
+            question=self.question,
+            answer=str(self.answer),
+            meta={"task": "arithmetic", "modulus": self.modulus, "answer_style": self.answer_style,
+                  "n_steps": len(self.ops)},
+        )
+
+
+def parse_problem(problem: Problem) -> Arithmetic:
+    """Recover the structured problem from its question text and meta (so JSONL round trips)."""
+    m = _Q_RE.match(problem.question)
+    if not m:
+        raise ValueError(f"problem {problem.id!r}: not an arithmetic-chain question: {problem.question[:80]!r}")
+    modulus = int(problem.meta.get("modulus", 10))
+    style = problem.meta.get("answer_style", "equals")
+    ops = tuple((t, o, int(v)) for t, o, v in _OP_RE.findall(m.group(2)))
+    return Arithmetic(start=int(m.group(1)), ops=ops, modulus=modulus, answer_style=style)
+
+
+def sample_problem(spec: ArithmeticSpec, rng: Generator) -> Arithmetic:
+    """Draw one problem: a start value in 0..m-1 and ``n`` operations uniformly from the set."""
+    n = int(rng.integers(spec.min_steps, spec.max_steps + 1))
+    table = spec.operations()
+    idx = rng.integers(0, len(table), size=n)
+    ops = tuple((TAGS[i], table[j][0], table[j][1]) for i, j in enumerate(idx))
+    return Arithmetic(start=int(rng.integers(0, spec.modulus)), ops=ops, modulus=spec.modulus,
+                      answer_style=spec.answer_style)
+
+
+HOLDOUT_MOD = 10
+"""One question in ``HOLDOUT_MOD`` (by a stable hash) belongs to the held-out side of the space."""
+
+
+def is_heldout_question(question: str) -> bool:
+    """Whether a question lies on the held-out side (a fixed partition of the problem space)."""
+    h = int.from_bytes(hashlib.blake2b(question.encode(), digest_size=8).digest(), "little")
+    return h % HOLDOUT_MOD == 0
+
+
+def is_heldout_split(split: str) -> bool:
+    """Split names starting with ``test``, ``heldout`` or ``eval`` draw from the held-out side."""
+    return split.startswith(("test", "heldout", "eval"))
+
+
+def generate_problems(spec: ArithmeticSpec, n: int, *, seed: int, split: str = "train",
+                      exclude: Sequence[Problem] = ()) -> list[Problem]:
+    """``n`` distinct problems from the stream keyed by ``(seed, "data", split)``.
+
+    Held-out splits (``test*``, ``heldout*``, ``eval*``) draw only questions on the held-out side
+    of a fixed hash partition of the problem space, every other split only from the rest, so no
+    test question can occur in any training split, whatever the seeds and sizes. ``exclude``
+    drops further questions. Ids are ``arith-<split>-<seed>-<i>``.
+    """
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    rng = rng_for(seed, "data", split)
+    seen = {p.question for p in exclude}
+    out: list[Problem] = []
+    tries = 0
+    while len(out) < n:
+        tries += 1
+        if tries > 1000 * n + 10_000:
+            raise ValueError(f"could not draw {n} distinct problems from {spec} (space too small)")
+        a = sample_problem(spec, rng)
+        if a.question in seen or is_heldout_question(a.question) != is_heldout_split(split):
+            continue
+        seen.add(a.question)
+        out.append(a.to_problem(f"arith-{split}-{seed}-{len(out)}"))
+    return out
+
+
+def make_splits(spec: ArithmeticSpec, *, seed: int, n_train: int, n_test: int) -> tuple[list[Problem], list[Problem]]:
+    """Disjoint train and held-out test problems (the test questions never appear in training)."""
+    train = generate_problems(spec, n_train, seed=seed, split="train")
+    test = generate_problems(spec, n_test, seed=seed, split="test", exclude=train)
+    return train, test
+
+
+def gold_chain(problem: Problem) -> list[str]:
+    """The gold solution lines (steps then answer line), without newlines."""
+    return parse_problem(problem).gold_lines()
+
+
+@dataclass(frozen=True)
+class CorruptedChain:
+    """A chain with one injected error at 1-indexed line ``first_error`` (later lines consistent)."""
+
+    lines: tuple[str, ...]
+    first_error: int
+
+
+def corrupt_chain(problem: Problem, rng: Generator, *, step: int | None = None) -> CorruptedChain:
+    """A chain whose first wrong line is ``step`` (drawn uniformly over all lines if None).
+
+    A wrong step line gets a result different from the true one; later steps then start from the
+    wrong value and compute correctly from it, and the answer line repeats the last (wrong) value,
+    as a model that made one slip would write. An error on the answer line writes a value that
+    differs from the last step's result.
+    """
+    a = parse_problem(problem)
+    n = len(a.ops) + 1
+    k = int(rng.integers(1, n + 1)) if step is None else int(step)
+    if not 1 <= k <= n:
+        raise ValueError(f"step must be in 1..{n}, got {k}")
+    m = a.modulus
+    lines, v = [], a.start
+    for i, (_, o, x) in enumerate(a.ops):
+        w = apply_op(v, o, x, m)
+        if i + 1 == k:
+            w = (w + int(rng.integers(1, m))) % m  # any value but the true one
+        lines.append(a.step_line(i, v, w))
+        v = w
+    if k == n:
+        v = (v + int(rng.integers(1, m))) % m
+    lines.append(a.answer_line(v))
+    return CorruptedChain(tuple(lines), k)
+
+
+def warmup_examples(problems: Sequence[Problem], *, seed: int, error_frac: float = 0.15) -> list[tuple[Problem, list[str], int | None]]:
+    """Supervised warm-up data: (problem, lines, first_error) with ``error_frac`` corrupted chains.
+
+    cpu-track.md used 15% deliberately wrong chains. ``first_error`` is None for gold chains.
+    """
+    if not 0.0 <= error_frac <= 1.0:
+        raise ValueError(f"error_frac must be in [0, 1], got {error_frac}")
+    rng = rng_for(seed, "data", "warmup")
+    out: list[tuple[Problem, list[str], int | None]] = []
+    for p in problems:
+        if rng.random() < error_frac:
+            c = corrupt_chain(p, rng)
+            out.append((p, list(c.lines), c.first_error))
+        else:
+            out.append((p, gold_chain(p), None))
+    return out
+
+
+def _norm(line: str) -> str:
+    return "".join(line.split())
+
+
+def extract_answer(response: str) -> int | None:
+    """The final answer of a response: the last ``\\boxed{n}``, else a last non-empty line ``=n``."""
+    boxes = _BOXED_RE.findall(response[-10_000:])
+    if boxes:
+        return int(boxes[-1])
+    for line in reversed(response.splitlines()):
+        if line.strip():
+            m = _EQ_RE.match(line.strip())
+            return int(m.group(1)) if m else None
+    return None
+
+
+@dataclass
+class ArithmeticTask:
+    """Reward and exact step judge for the arithmetic chains.
+
+    ``reward="answer"``: 1 if the final answer equals the gold value (a wrong chain still hits it
+    about 1/m of the time); ``reward="chain"``: 1 only if every line equals the gold line.
+    """
+
+    spec: ArithmeticSpec = field(default_factory=ArithmeticSpec)
+    reward_mode: Literal["answer", "chain"] = "answer"
+    name: str = "arithmetic"
+    has_step_judge: bool = True
+
+    def __post_init__(self) -> None:
+        if self.reward_mode not in ("answer", "chain"):
+            raise ValueError(f"reward_mode must be 'answer' or 'chain', got {self.reward_mode!r}")
+
+    def problems(self, n: int, *, seed: int, split: str = "train") -> list[Problem]:
+        return generate_problems(self.spec, n, seed=seed, split=split)
+
+    def reward(self, problem: Problem, response: str) -> float:
+        if self.reward_mode == "chain":
+            lines = [ln for ln in response.splitlines() if ln.strip()]
+            return 1.0 if [_norm(x) for x in lines] == [_norm(x) for x in gold_chain(problem)] else 0.0
+        got = extract_answer(response)
+        return 1.0 if got is not None and got == int(problem.answer) else 0.0
+
+    def first_error(self, problem: Problem, thoughts: Sequence[str]) -> int | None:
+        """1-indexed first thought that differs from its gold line (whitespace ignored).
+
+        Thoughts beyond the gold chain's length are errors. Returns None when every given thought
+        equals its gold line, which includes a correct but unfinished prefix.
+        """
+        gold = gold_chain(problem)
+        for i, t in enumerate(thoughts):
+            if i >= len(gold) or _norm(t) != _norm(gold[i]):
+                return i + 1
+        return None
+
+    def is_final(self, thought: str) -> bool:
+        """Whether a thought is an answer line (the chain ends there)."""
+        s = thought.strip()
+        return bool(_BOXED_RE.search(s)) or bool(_EQ_RE.match(s))
+
+
+def alphabet(spec: ArithmeticSpec) -> str:
+    """Every character the questions and gold chains of ``spec`` can contain (for a char vocab)."""
+    chars = set("0123456789+-*=: \n") | set(TAGS[: spec.max_steps])
+    if spec.answer_style == "boxed":
+        chars |= set("\\boxed{}")
+    return "".join(sorted(chars))
+
+
+__all__ = [
+    "Arithmetic", "ArithmeticSpec", "ArithmeticTask", "CorruptedChain", "alphabet", "apply_op",
+    "corrupt_chain", "extract_answer", "generate_problems", "gold_chain", "make_splits",
+    "parse_problem", "sample_problem", "warmup_examples",
+]

@@ -1,0 +1,220 @@
+"""Sandbox security suite: hostile programs are contained, scored as failures, and the caller goes on.
+
+Each case runs with the audit hook OFF (operating-system layers only) and ON. The cases and
+their outcomes are reported in experiments/notes/tasks-eval.md (``python tests/test_sandbox.py``
+prints the table).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from respo.tasks import Problem
+from respo.tasks.code import CodeTask, extract_code, run_tests, stdout_matches
+from respo.tasks.sandbox import Limits, isolation, run_python
+
+FAST = Limits(cpu_s=2, wall_s=4.0, memory_bytes=256 << 20, nproc=16, fsize_bytes=1 << 20, nofile=32)
+TOKEN = secrets.token_hex(6)
+SECRET_VAR = "RESPO_TEST_SECRET"
+SECRET = f"s3cr3t-{TOKEN}"
+
+
+def _case_network(port: int, outside: Path) -> str:
+    return (f"import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=1)\n"
+            f"s.sendall(b'pwned')\nprint('ok')\n")
+
+
+def _case_write(port: int, outside: Path) -> str:
+    return ("import os\nn = 0\n"
+            + "".join(f"try:\n    open({str(p)!r}, 'w').write('pwned')\n    n += 1\nexcept OSError:\n    pass\n"
+                      for p in (outside / "pwned.txt", Path(f"/tmp/respo-pwned-{TOKEN}"),
+                                Path(f"/var/tmp/respo-pwned-{TOKEN}")))
+            + "print('ok' if n == 3 else 'no')\n")
+
+
+def _case_env(port: int, outside: Path) -> str:
+    return (f"import os\nfound = os.environ.get({SECRET_VAR!r}, '')\n"
+            "for p in ('/proc/%d/environ' % os.getppid(), '/proc/1/environ', '/proc/self/environ'):\n"
+            "    try:\n        found += open(p, 'rb').read().decode('latin-1')\n"
+            "    except OSError:\n        pass\n"
+            f"print('ok' if {SECRET!r} in found else 'no')\n")
+
+
+def _case_fork(port: int, outside: Path) -> str:
+    return "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
+
+
+def _case_alloc(port: int, outside: Path) -> str:
+    return "x = []\nwhile True:\n    x.append(bytearray(10**7))\n"
+
+
+def _case_loop(port: int, outside: Path) -> str:
+    return "while True:\n    pass\n"
+
+
+def _case_signal(port: int, outside: Path) -> str:
+    extra = "    os.kill(-1, signal.SIGUSR1)\n" if isolation().fresh_uid else ""
+    return ("import os, signal\ntry:\n    os.kill(os.getppid(), signal.SIGUSR1)\n" + extra
+            + "    print('ok')\nexcept OSError:\n    pass\n")
+
+
+def _case_bigoutput(port: int, outside: Path) -> str:
+    return "while True:\n    print('x' * 10000)\n"
+
+
+CASES = {
+    "network connection to the parent's loopback": _case_network,
+    "write outside its folder (test dir, /tmp, /var/tmp)": _case_write,
+    "read the parent's environment (env, /proc/ppid/environ)": _case_env,
+    "fork without end": _case_fork,
+    "allocate without end": _case_alloc,
+    "loop forever": _case_loop,
+    "signal its parent (SIGUSR1 to ppid, kill(-1))": _case_signal,
+    "print without end": _case_bigoutput,
+}
+
+
+REQUIRES = {  # the OS layers that contain a case when the audit hook is off
+    "network connection to the parent's loopback": ("net_namespace",),
+    "write outside its folder (test dir, /tmp, /var/tmp)": ("fresh_uid", "mount_namespace"),
+    "read the parent's environment (env, /proc/ppid/environ)": ("fresh_uid",),
+    "fork without end": ("fresh_uid",),
+    "signal its parent (SIGUSR1 to ppid, kill(-1))": ("fresh_uid",),
+}
+
+
+def _leftover_sandbox_processes() -> list[int]:
+    """Live processes owned by any sandbox uid (fresh uids are >= 10^9), zombies excluded."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                uid = d.stat().st_uid
+                state = (d / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                continue
+            if uid >= 1_000_000_000 and state not in ("Z", "X"):
+                out.append(int(d.name))
+    return out
+
+
+def run_case(name: str, tmp: Path, *, audit_hook: bool) -> dict[str, object]:
+    """Run one hostile program as a stdin test whose expected output is ``ok``; observe effects."""
+    received: list[int] = []
+    old = signal.signal(signal.SIGUSR1, lambda s, f: received.append(s))
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    server.settimeout(0.05)
+    os.environ[SECRET_VAR] = SECRET
+    outside = tmp / "outside"
+    outside.mkdir(exist_ok=True)
+    try:
+        code = CASES[name](server.getsockname()[1], outside)
+        t = time.monotonic()
+        out = run_tests(code, [{"input": "", "output": "ok"}], limits=FAST, test_timeout_s=1.0,
+                        audit_hook=audit_hook)
+        wall = time.monotonic() - t
+        try:
+            conn, _ = server.accept()
+            conn.close()
+            connected = True
+        except (TimeoutError, OSError):
+            connected = False
+        written = [str(p) for p in (outside / "pwned.txt", Path(f"/tmp/respo-pwned-{TOKEN}"),
+                                    Path(f"/var/tmp/respo-pwned-{TOKEN}")) if p.exists()]
+        return {"case": name, "audit_hook": audit_hook, "reward": out.passed / out.total,
+                "status": out.statuses[0], "wall_s": round(wall, 2), "connected": connected,
+                "written": written, "signalled": bool(received), "leftover": _leftover_sandbox_processes()}
+    finally:
+        del os.environ[SECRET_VAR]
+        server.close()
+        signal.signal(signal.SIGUSR1, old)
+
+
+@pytest.mark.parametrize("audit_hook", [False, True])
+@pytest.mark.parametrize("name", list(CASES))
+def test_hostile_program_contained(name, audit_hook, tmp_path):
+    missing = [layer for layer in REQUIRES.get(name, ()) if not getattr(isolation(), layer)]
+    if missing and not audit_hook:
+        pytest.skip(f"this machine does not grant {missing}: only the audit hook contains this case")
+    r = run_case(name, tmp_path, audit_hook=audit_hook)
+    assert r["reward"] == 0.0, r
+    assert not r["connected"], r
+    assert not r["written"], r
+    assert not r["signalled"], r
+    assert not r["leftover"], r
+    assert r["wall_s"] < FAST.wall_s + 2.0, r
+
+
+def test_caller_goes_on_and_scores_fractions():
+    task = CodeTask(limits=FAST, test_timeout_s=0.5)
+    p = Problem("sum", "add", "", {"tests": [{"input": "1 2\n", "output": "3\n"},
+                                             {"input": "5 5", "output": "10"},
+                                             {"input": "1 1", "output": "3"}]})
+    assert task.reward(p, "```python\na, b = map(int, input().split())\nprint(a + b)\n```") == pytest.approx(2 / 3)
+    assert task.reward(p, "no code here") == 0.0 and task.stats["no_code"] == 1
+    assert task.reward(p, "```python\nwhile True: pass\n```") == 0.0
+    assert task.reward(p, "```python\ndef (:\n```") == 0.0  # syntax error
+    assert task.reward(p, "```python\nimport sys\nsys.exit(0)\n```") == 0.0
+    f = Problem("fn", "f", "", {"fn_name": "twoSum", "tests": [
+        {"input": "[2,7,11,15]\n9", "output": "[0, 1]", "testtype": "functional"},
+        {"input": "[3,2,4]\n6", "output": "[1,2]", "testtype": "functional"}]})
+    sol = ("```python\nclass Solution:\n    def twoSum(self, nums, target):\n        seen = {}\n"
+           "        for i, x in enumerate(nums):\n            if target - x in seen:\n"
+           "                return [seen[target - x], i]\n            seen[x] = i\n```")
+    assert task.reward(f, sol) == 1.0
+
+
+def test_state_does_not_leak_between_tests():
+    code = "import builtins\nbuiltins.counter = getattr(builtins, 'counter', 0) + 1\nprint(1)\n"
+    out = run_tests(code, [{"input": "", "output": "1"}] * 2, limits=FAST)
+    assert out.passed == 2  # fresh namespace per test (builtins are shared: documented)
+
+
+def test_environment_is_clean():
+    os.environ[SECRET_VAR] = SECRET
+    try:
+        r = run_python(["-c", "import os; print(sorted(os.environ))"], files={}, limits=FAST)
+    finally:
+        del os.environ[SECRET_VAR]
+    assert SECRET_VAR.encode() not in r.stdout
+    assert r.stdout.strip() in (b"['HOME', 'LANG', 'PATH']", b"['HOME', 'LANG', 'LC_CTYPE', 'PATH']")
+
+
+def test_compare_and_extract():
+    assert stdout_matches("1 2  \n3\n\n", "1 2\n3")
+    assert stdout_matches("0.50\n", "0.5")
+    assert not stdout_matches("1 2", "1 3")
+    assert extract_code("a\n```py\nx=1\n```\n```python\nx=2\n```\n```\ny\n```") == "x=2\n"
+    assert extract_code("```\ny=1\n```") == "y=1\n"
+    assert extract_code("none") is None
+
+
+def test_isolation_report():
+    iso = isolation()
+    if os.getuid() == 0:
+        assert iso.fresh_uid and iso.net_namespace and iso.mount_namespace, iso
+
+
+if __name__ == "__main__":  # the table for experiments/notes/tasks-eval.md
+    import tempfile
+
+    print(isolation())
+    print("| case | audit hook | reward | status | wall s | connected | wrote outside | signalled parent | leftover procs |")
+    print("|---|---|---:|---|---:|---|---|---|---|")
+    for hook in (False, True):
+        for n in CASES:
+            with tempfile.TemporaryDirectory() as d:
+                r = run_case(n, Path(d), audit_hook=hook)
+            print(f"| {n} | {'on' if hook else 'off'} | {r['reward']} | {r['status']} | {r['wall_s']} | "
+                  f"{r['connected']} | {bool(r['written'])} | {r['signalled']} | {len(r['leftover'])} |")
+    sys.exit(0)
