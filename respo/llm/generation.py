@@ -1,0 +1,344 @@
+"""Generation backends: token ids in, token ids and sampling log-probs out.
+
+``GenerationBackend`` is deliberately narrow (a vLLM backend fits the same two methods):
+
+- ``generate(prompts, n=..., ...)``: n samples per prompt, returned prompt-major
+  (``out[i * n + j]`` is sample j of prompt i).
+- ``continue_group(prefix, n, ...)``: n continuations of ONE token-exact prefix (a reset state);
+  the prefix is prefilled once and its KV cache is expanded to the n rows.
+
+``HFBackend`` implements them with a hand-written batched sampling loop over the model's
+``DynamicCache``: left padding + attention mask + explicit position ids for ragged prompts, one
+prefill per distinct prompt (expanded n times with ``batch_repeat_interleave``), temperature and
+top-p sampling with a ``torch.Generator`` seeded from ``respo.seeding.int_seed_for(seed,
+"generation")`` (no global RNG, P7), finished rows pruned from the batch
+(``batch_select_indices``). It runs on CPU (fp32) and CUDA (bf16, pass ``dtype``); logits are
+cast to fp32 before
+sampling.
+
+Stopping (``StopRule``, ``method.md`` section 2), checked per row after every token:
+
+1. an EOS token (kept as the last generated token) -> ``stop_reason="eos"``, finished;
+2. a thought completes (the delimiter rule of ``respo.llm.thoughts``) and contains a final answer
+   -> ``"answer"``, finished;
+3. ``max_thoughts`` thoughts completed -> ``"max_thoughts"``, finished;
+4. a thought reaches ``max_thought_tokens`` without a delimiter: with ``overflow="force"`` (the
+   default) the canonical delimiter tokens are *forced* as the next tokens so that the thought
+   ends at exactly ``max_thought_tokens`` tokens (the forced tokens are not sampled; their
+   log-probs under the model are still recorded and ``Generation.n_forced`` counts them); with
+   ``overflow="stop"`` the row stops (``"thought_limit"``, not finished) and the caller cuts it
+   back to its last complete thought;
+5. ``max_new_tokens`` generated -> ``"length"``, not finished (the caller truncates).
+
+Deviation from the paper's code, which makes one engine call per thought with the delimiter as a
+stop string and ``max_tokens=256``: sampling the whole response in one call and splitting on
+token ids gives the same distribution (``method.md`` section 2); what happens after a 256-token
+thought in their code is not documented, so rule 4 is our choice and is configurable.
+
+Log-probs are ``log_softmax(logits / temperature)`` of the emitted token, before top-p filtering
+(``log_softmax(logits)`` for greedy, temperature 0). Shapes: prompts [T_i] int64 -> Generation
+ids [T] int64, logprobs [T] float32.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from respo.llm.thoughts import ThoughtFormat
+from respo.seeding import int_seed_for
+
+StopReason = Literal["eos", "answer", "max_thoughts", "length", "thought_limit"]
+
+
+@dataclass(frozen=True, eq=False)
+class Generation:
+    """One sampled continuation: generated ids only (not the prompt) and their log-probs.
+
+    ``finished`` is True when the row ended on its own (EOS, final answer, ``max_thoughts``) and
+    False when a limit cut it (``max_new_tokens``, or a thought overflow with ``overflow="stop"``).
+    """
+
+    ids: NDArray[np.int64]
+    logprobs: NDArray[np.float32]
+    finished: bool
+    stop_reason: str = ""
+    n_forced: int = 0
+
+
+@dataclass(frozen=True)
+class StopRule:
+    """Thought-aware stopping (see the module docstring). ``fmt=None``: EOS and length only."""
+
+    fmt: ThoughtFormat | None = None
+    max_thought_tokens: int | None = 256
+    """At most this many tokens per thought, delimiter included (``method.md``: 256)."""
+    max_thoughts: int | None = 20
+    """Stop after this many completed thoughts (``method.md``: 20)."""
+    overflow: Literal["force", "stop"] = "force"
+    """What a thought reaching ``max_thought_tokens`` does: force the delimiter, or stop the row."""
+
+    def __post_init__(self) -> None:
+        if self.overflow not in ("force", "stop"):
+            raise ValueError(f"overflow must be 'force' or 'stop', got {self.overflow!r}")
+        if self.max_thoughts is not None and self.max_thoughts < 1:
+            raise ValueError(f"max_thoughts must be >= 1, got {self.max_thoughts}")
+        if self.fmt is not None and self.max_thought_tokens is not None:
+            if self.overflow == "force" and self.max_thought_tokens <= len(self.fmt.delimiter.canonical):
+                raise ValueError("max_thought_tokens must exceed the delimiter's token length")
+
+
+@runtime_checkable
+class GenerationBackend(Protocol):
+    """Token ids in, token ids and sampling log-probs out (HF now; vLLM fits the same shape)."""
+
+    def generate(
+        self,
+        prompts: Sequence[NDArray[np.int64]],
+        *,
+        n: int,
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float,
+        seed: int,
+        stop: StopRule | None = None,
+    ) -> list[Generation]: ...
+
+    def continue_group(
+        self,
+        prefix: NDArray[np.int64],
+        n: int,
+        *,
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float,
+        seed: int,
+        stop: StopRule | None = None,
+    ) -> list[Generation]: ...
+
+
+def sample_next(
+    logits: torch.Tensor, *, temperature: float, top_p: float, generator: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw one token per row; return (tokens [B], log-softmax [B, V] they were scored with).
+
+    ``temperature == 0`` is greedy. Otherwise sample from ``softmax(logits / T)`` restricted to
+    the smallest set of tokens whose probability reaches ``top_p`` (nucleus; at least one token).
+    """
+    logits = logits.float()
+    if temperature < 0 or not 0 < top_p <= 1:
+        raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
+    if temperature == 0:
+        return logits.argmax(-1), torch.log_softmax(logits, -1)
+    logp = torch.log_softmax(logits / temperature, -1)
+    probs = logp.exp()
+    if top_p < 1.0:
+        sorted_p, order = probs.sort(-1, descending=True)
+        before = sorted_p.cumsum(-1) - sorted_p  # mass strictly above each token
+        sorted_p = sorted_p.masked_fill(before >= top_p, 0.0)
+        probs = torch.zeros_like(probs).scatter_(-1, order, sorted_p)
+    tok = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    return tok, logp
+
+
+class _Row:
+    """Bookkeeping of one output row of the sampling loop (CPU, python ints)."""
+
+    __slots__ = ("ids", "logprobs", "thought_start", "thoughts", "pending", "n_forced",
+                 "done", "finished", "reason")
+
+    def __init__(self) -> None:
+        self.ids: list[int] = []
+        self.logprobs: list[float] = []
+        self.thought_start = 0
+        self.thoughts = 0
+        self.pending: list[int] = []
+        self.n_forced = 0
+        self.done = False
+        self.finished = False
+        self.reason = ""
+
+    def stop(self, reason: str, finished: bool) -> None:
+        self.done, self.reason, self.finished = True, reason, finished
+
+
+class HFBackend:
+    """Batched KV-cache sampling with a transformers causal LM (see the module docstring).
+
+    ``share_prefix=False`` prefills every row separately (n copies of each prompt): the
+    recomputation baseline of the prefix-sharing benchmark; outputs are the same up to float noise.
+    The model is used as is (in place updates by the trainer are seen by the next call).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype | None = None,
+        share_prefix: bool = True,
+        eos_ids: Sequence[int] | None = None,
+    ) -> None:
+        self.device = torch.device(device)
+        # dtype=None keeps the model's dtype: the backend shares the trainer's model, so it must
+        # not cast it behind the trainer's back. Pass torch.bfloat16 on CUDA for speed.
+        self.model = model.to(device=self.device) if dtype is None else model.to(
+            device=self.device, dtype=dtype)
+        self.tokenizer = tokenizer
+        self.share_prefix = share_prefix
+        if eos_ids is None:
+            found: set[int] = set()
+            if getattr(tokenizer, "eos_token_id", None) is not None:
+                found.add(int(tokenizer.eos_token_id))
+            gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+            if gen_eos is not None:
+                found.update(int(e) for e in np.atleast_1d(gen_eos))
+            eos_ids = sorted(found)
+        if not eos_ids:
+            raise ValueError("no EOS token id: pass eos_ids")
+        self.eos_ids = frozenset(int(e) for e in eos_ids)
+        pad = getattr(tokenizer, "pad_token_id", None)
+        self.pad_id = int(pad) if pad is not None else min(self.eos_ids)
+        # transformers >= 5.2x renamed ``past_key_values`` to ``cache``; support both spellings.
+        # A PEFT wrapper forwards **kwargs, so read the signature of the wrapped model.
+        inner = self.model
+        for _ in range(4):  # PeftModel -> LoraModel/base model; bounded, in case it returns itself
+            unwrap = getattr(inner, "get_base_model", None)
+            if unwrap is None or unwrap() is inner:
+                break
+            inner = unwrap()
+        params = inspect.signature(inner.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+
+    def _forward(self, cache: Any, **kw: Any) -> tuple[torch.Tensor, Any]:
+        out = self.model(**kw, use_cache=True, **{self._cache_kw: cache})
+        new_cache = getattr(out, "cache", None)
+        if new_cache is None:
+            new_cache = out.past_key_values
+        return out.logits[:, -1, :].float(), new_cache
+
+    def continue_group(
+        self,
+        prefix: NDArray[np.int64],
+        n: int,
+        *,
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float,
+        seed: int,
+        stop: StopRule | None = None,
+    ) -> list[Generation]:
+        """n continuations of one prefix; the prefix is prefilled once (if ``share_prefix``)."""
+        return self.generate([prefix], n=n, max_new_tokens=max_new_tokens,
+                             temperature=temperature, top_p=top_p, seed=seed, stop=stop)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompts: Sequence[NDArray[np.int64]],
+        *,
+        n: int,
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float,
+        seed: int,
+        stop: StopRule | None = None,
+    ) -> list[Generation]:
+        """n samples per prompt, prompt-major; see the module docstring for the stop rules."""
+        if n < 1 or max_new_tokens < 1:
+            raise ValueError(f"need n >= 1 and max_new_tokens >= 1, got {n}, {max_new_tokens}")
+        prompts = [np.asarray(p, dtype=np.int64) for p in prompts]
+        if not prompts or any(p.ndim != 1 or len(p) == 0 for p in prompts):
+            raise ValueError("prompts must be non-empty 1-D id arrays")
+        gen = torch.Generator(device=self.device)
+        gen.manual_seed(int_seed_for(int(seed), "generation"))
+
+        rows_in = prompts if self.share_prefix else [p for p in prompts for _ in range(n)]
+        width = max(len(p) for p in rows_in)
+        inp = torch.full((len(rows_in), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows_in), width), dtype=torch.long)
+        for i, p in enumerate(rows_in):  # left padding
+            inp[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
+            mask[i, width - len(p):] = 1
+        inp, mask = inp.to(self.device), mask.to(self.device)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.model.config)
+        logits, cache = self._forward(cache, input_ids=inp, attention_mask=mask,
+                                      position_ids=pos, logits_to_keep=1)
+        if self.share_prefix and n > 1:  # one prefill per prompt, KV expanded to n rows
+            cache.batch_repeat_interleave(n)
+            mask = mask.repeat_interleave(n, dim=0)
+            logits = logits.repeat_interleave(n, dim=0)
+        next_pos = mask.sum(-1)
+
+        rows = [_Row() for _ in range(len(prompts) * n)]
+        active = list(range(len(rows)))  # output row index of each batch row
+        for _t in range(max_new_tokens):
+            tok_t, logp_t = sample_next(logits, temperature=temperature, top_p=top_p, generator=gen)
+            toks = tok_t.tolist()
+            forced_rows = [b for b, r in enumerate(active) if rows[r].pending]
+            for b in forced_rows:
+                toks[b] = rows[active[b]].pending.pop(0)
+            tok_t = torch.tensor(toks, dtype=torch.long, device=self.device)
+            lps = logp_t.gather(-1, tok_t[:, None]).squeeze(-1).tolist()
+            forced_set = set(forced_rows)
+            for b, r in enumerate(active):
+                self._advance(rows[r], toks[b], lps[b], b in forced_set, stop, max_new_tokens)
+            keep = [b for b, r in enumerate(active) if not rows[r].done]
+            if not keep:
+                break
+            if len(keep) < len(active):  # prune finished rows from the batch
+                idx = torch.tensor(keep, dtype=torch.long, device=self.device)
+                cache.batch_select_indices(idx)
+                mask, next_pos, tok_t = mask[idx], next_pos[idx], tok_t[idx]
+                active = [active[b] for b in keep]
+            mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=-1)
+            logits, cache = self._forward(cache, input_ids=tok_t[:, None], attention_mask=mask,
+                                          position_ids=next_pos[:, None])
+            next_pos = next_pos + 1
+        return [
+            Generation(np.asarray(r.ids, dtype=np.int64), np.asarray(r.logprobs, dtype=np.float32),
+                       r.finished, r.reason, r.n_forced)
+            for r in rows
+        ]
+
+    def _advance(self, row: _Row, tok: int, lp: float, forced: bool, stop: StopRule | None,
+                 max_new_tokens: int) -> None:
+        row.ids.append(tok)
+        row.logprobs.append(lp)
+        row.n_forced += int(forced)
+        if not forced and tok in self.eos_ids:
+            row.stop("eos", True)
+            return
+        if stop is not None and stop.fmt is not None:
+            d = stop.fmt.delimiter
+            end = len(row.ids)
+            if not row.pending and d.ends_thought(row.ids, row.thought_start, end):
+                row.thoughts += 1
+                final = stop.fmt.is_final(row.ids[row.thought_start:end])
+                row.thought_start = end
+                if final:
+                    row.stop("answer", True)
+                    return
+                if stop.max_thoughts is not None and row.thoughts >= stop.max_thoughts:
+                    row.stop("max_thoughts", True)
+                    return
+            elif stop.max_thought_tokens is not None and not row.pending:
+                room = stop.max_thought_tokens - (end - row.thought_start)
+                if stop.overflow == "stop" and room <= 0:
+                    row.stop("thought_limit", False)
+                    return
+                if stop.overflow == "force" and room <= len(d.canonical):
+                    row.pending = list(d.canonical)
+        if len(row.ids) >= max_new_tokens:
+            row.stop("length", False)

@@ -1,0 +1,87 @@
+"""Metric sinks of a run: the always-on JSONL file, optional TensorBoard (imported only if asked).
+
+``metrics.jsonl`` holds one JSON object per training step, each line written with a single
+``write`` on a file opened in append mode and flushed (and fsynced) at once, so a killed run
+leaves whole lines only. Keys under ``time/`` are wall-clock measurements; everything else is a
+function of the seed (``WALL_CLOCK_PREFIXES``) and is compared when testing resume.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+WALL_CLOCK_PREFIXES: tuple[str, ...] = ("time/",)
+"""Metric keys that measure wall-clock time (differ between otherwise identical runs)."""
+
+
+def _clean(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None if math.isnan(v) else ("inf" if v > 0 else "-inf")
+    return v
+
+
+def append_jsonl(path: str | Path, row: dict[str, Any]) -> None:
+    """Append one JSON line (NaN written as null) atomically per line, flushed and fsynced."""
+    line = json.dumps({k: _clean(v) for k, v in row.items()}, sort_keys=False) + "\n"
+    fd = os.open(str(path), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """All rows of a JSONL file (an incomplete last line, from a crash mid-write, is dropped)."""
+    p = Path(path)
+    if not p.exists():
+        return []
+    rows = []
+    for line in p.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return rows
+
+
+def truncate_after_step(path: str | Path, step: int) -> None:
+    """Keep only rows with ``row["step"] <= step`` (used when resuming from checkpoint ``step``)."""
+    p = Path(path)
+    if not p.exists():
+        return
+    rows = [r for r in read_jsonl(p) if int(r.get("step", -1)) <= step]
+    tmp = p.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    os.replace(tmp, p)
+
+
+def without_wall_clock(row: dict[str, Any]) -> dict[str, Any]:
+    """The row without wall-clock keys (for comparing runs)."""
+    return {k: v for k, v in row.items() if not k.startswith(WALL_CLOCK_PREFIXES)}
+
+
+class TensorBoardSink:
+    """Scalars to TensorBoard; needs the ``tensorboard`` package (an optional dependency)."""
+
+    def __init__(self, log_dir: str | Path) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as e:  # only when asked for: say how to get it
+            raise ImportError(
+                "TensorBoard logging needs the tensorboard package: pip install tensorboard"
+            ) from e
+        self.writer = SummaryWriter(str(log_dir))
+
+    def log(self, row: dict[str, Any], step: int) -> None:
+        for k, v in row.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+                self.writer.add_scalar(k, v, step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()

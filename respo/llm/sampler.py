@@ -1,0 +1,194 @@
+"""``LMSampler``: the LLM implementation of ``respo.resets.Sampler[TokenState, backend]``.
+
+``extend(policy, prefix, n, rng)`` continues ``prefix[-1].ids`` token-exactly n times with a
+``GenerationBackend`` (one prefill shared by the n rows), splits each continuation into thoughts
+at delimiter tokens (``respo.llm.thoughts``), scores the whole response text with the task's
+``reward(problem, text)`` (validated by ``check_reward``), and returns chains whose states are the
+prefix followed by one state per new thought, with ``prefix_len = len(prefix) - 1``.
+
+How the sampler knows the problem of a state: ``root(problem)`` renders the completion prompt,
+tokenizes it and registers the problem under the prompt's id bytes; ``problem_of(state)`` looks
+it up from any state of a chain (the prompt ids are always its first ``prompt_len`` tokens).
+
+Limits (``method.md`` section 2): the response budget ``max_new_tokens`` counts the copied prefix
+thoughts too (a suffix gets what the prefix left), as does ``max_thoughts``. A row cut by a limit
+is cut back to its last complete thought; if no thought completed, the partial text is kept as a
+single incomplete thought (so a chain always has >= 1 thought; ``info["truncated"]`` is True).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+import numpy as np
+from numpy.random import Generator
+
+from respo.llm.generation import Generation, GenerationBackend, StopRule
+from respo.llm.prompts import PromptVariant, completion_prompt
+from respo.llm.thoughts import (
+    AnswerDetector,
+    ThoughtFormat,
+    boxed_answer,
+    complete_length,
+    split_thoughts,
+)
+from respo.llm.types import TokenState
+from respo.resets import Chain
+from respo.tasks.base import Problem, Task, check_reward
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """Sampling settings of the thought MDP (defaults: ``method.md`` sections 2 and 6)."""
+
+    max_new_tokens: int = 5120
+    """Response budget in tokens, copied prefix thoughts included (paper: about 5k)."""
+    temperature: float = 0.7
+    """Sampling temperature (paper: 0.7; 0 = greedy)."""
+    top_p: float = 0.95
+    """Nucleus mass (paper: 0.95)."""
+    max_thought_tokens: int = 256
+    """At most this many tokens per thought, delimiter included (paper: 256)."""
+    max_thoughts: int = 20
+    """At most this many thoughts per chain (paper: 20)."""
+    overflow: Literal["force", "stop"] = "force"
+    """A thought at ``max_thought_tokens``: force the delimiter ("force") or stop and cut back."""
+    delimiter: str = "</thought>"
+    """End-of-thought text (paper: ``</thought>``; ``"\\n"`` for small models)."""
+    prompt_variant: PromptVariant = "paper"
+    """Completion prompt wording: "paper" or "small" (one step per line)."""
+
+
+def resolve_backend(policy: object, default: GenerationBackend) -> GenerationBackend:
+    """``policy`` if it is a GenerationBackend, ``default`` if it is None; else TypeError."""
+    if policy is None:
+        return default
+    if isinstance(policy, GenerationBackend):
+        return policy
+    raise TypeError(
+        f"policy must be None or a GenerationBackend, got {type(policy).__name__}; "
+        "the backend holds the model, so pass the backend (or None)"
+    )
+
+
+class LMSampler:
+    """Token-exact on-policy continuations of thought prefixes (see the module docstring)."""
+
+    def __init__(
+        self,
+        backend: GenerationBackend,
+        tokenizer: Any,
+        task: Task,
+        *,
+        cfg: SampleConfig = SampleConfig(),
+        detector: AnswerDetector = boxed_answer,
+    ) -> None:
+        self.backend = backend
+        self.tokenizer = tokenizer
+        self.task = task
+        self.cfg = cfg
+        self.fmt = ThoughtFormat.for_tokenizer(tokenizer, cfg.delimiter, detector=detector)
+        self.stop = StopRule(self.fmt, max_thought_tokens=cfg.max_thought_tokens,
+                             max_thoughts=cfg.max_thoughts, overflow=cfg.overflow)
+        self._problems: dict[bytes, Problem] = {}
+        self._stats = dict.fromkeys(("gen/tokens", "gen/chains", "gen/truncated",
+                                     "gen/forced_tokens"), 0.0)
+
+    # -- problems --------------------------------------------------------------------------
+    def prompt_ids(self, problem: Problem) -> np.ndarray:
+        """Token ids of the completion prompt of ``problem`` (tokenizer's default specials)."""
+        text = completion_prompt(problem.question, delimiter=self.cfg.delimiter,
+                                 variant=self.cfg.prompt_variant)
+        return np.asarray(self.tokenizer(text)["input_ids"], dtype=np.int64)
+
+    def register(self, problem: Problem, prompt_ids: np.ndarray) -> TokenState:
+        """Bind ``problem`` to ``prompt_ids`` and return the root state."""
+        root = TokenState(np.asarray(prompt_ids, dtype=np.int64), len(prompt_ids))
+        key = root.ids.tobytes()
+        old = self._problems.get(key)
+        if old is not None and (old.answer != problem.answer or old.meta != problem.meta):
+            raise ValueError(f"problems {old.id!r} and {problem.id!r} render to the same prompt "
+                             "but differ in answer or meta")
+        self._problems.setdefault(key, problem)
+        return root
+
+    def root(self, problem: Problem) -> TokenState:
+        """The root state (rendered prompt) of ``problem``, registered for ``problem_of``."""
+        return self.register(problem, self.prompt_ids(problem))
+
+    def problem_of(self, state: TokenState) -> Problem:
+        """The problem whose prompt starts ``state``; KeyError if it was never registered."""
+        try:
+            return self._problems[state.prompt_ids.tobytes()]
+        except KeyError:
+            raise KeyError("state's prompt was never registered: build roots with "
+                           "LMSampler.root(problem)") from None
+
+    # -- sampling --------------------------------------------------------------------------
+    def extend(
+        self, policy: object, prefix: tuple[TokenState, ...], n: int, *, rng: Generator
+    ) -> list[Chain[TokenState]]:
+        """n continuations of ``prefix`` as chains (Sampler protocol; see module docstring)."""
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        if not prefix or not all(isinstance(s, TokenState) for s in prefix):
+            raise TypeError("prefix must be a non-empty tuple of TokenState")
+        last = prefix[-1]
+        if not np.array_equal(last.ids[: len(prefix[0])], prefix[0].ids):
+            raise ValueError("prefix states do not extend their root")
+        backend = resolve_backend(policy, self.backend)
+        problem = self.problem_of(last)
+        k = len(prefix) - 1
+        budget = self.cfg.max_new_tokens - (len(last) - last.prompt_len)
+        if budget < 1 or k >= self.cfg.max_thoughts:
+            raise ValueError(f"prefix of {k} thoughts / {len(last) - last.prompt_len} tokens "
+                             "leaves no room under max_thoughts / max_new_tokens")
+        stop = replace(self.stop, max_thoughts=self.cfg.max_thoughts - k)
+        seed = int(rng.integers(0, 2**63 - 1))
+        gens = backend.continue_group(last.ids, n, max_new_tokens=budget,
+                                      temperature=self.cfg.temperature, top_p=self.cfg.top_p,
+                                      seed=seed, stop=stop)
+        if len(gens) != n:
+            raise RuntimeError(f"backend returned {len(gens)} generations, asked for {n}")
+        return [self._chain(prefix, g, problem) for g in gens]
+
+    def _chain(self, prefix: tuple[TokenState, ...], g: Generation,
+               problem: Problem) -> Chain[TokenState]:
+        last = prefix[-1]
+        delim = self.fmt.delimiter
+        keep = len(g.ids)
+        if not g.finished:
+            keep = complete_length(g.ids, delim) or len(g.ids)
+        kept = g.ids[:keep]
+        full = np.concatenate([last.ids, kept])
+        full.flags.writeable = False
+        base = len(last)
+        new_states = tuple(TokenState(full[: base + e], last.prompt_len)
+                           for _, e in split_thoughts(kept, delim))
+        text = self.fmt.decode(full[last.prompt_len:])
+        reward = check_reward(self.task.reward(problem, text),
+                              where=f"task {self.task.name!r}, problem {problem.id!r}")
+        info = {
+            "text": text,
+            "truncated": not g.finished,
+            "n_generated": len(g.ids),
+            "n_kept": int(keep),
+            "answer_found": self.fmt.detector(text) is not None,
+            "stop_reason": g.stop_reason,
+            "n_forced": g.n_forced,
+            "logprobs": g.logprobs[:keep],
+            "problem_id": problem.id,
+        }
+        self._stats["gen/tokens"] += len(g.ids)
+        self._stats["gen/chains"] += 1
+        self._stats["gen/truncated"] += float(not g.finished)
+        self._stats["gen/forced_tokens"] += g.n_forced
+        return Chain(prefix + new_states, reward, prefix_len=len(prefix) - 1, info=info)
+
+    def pop_stats(self) -> dict[str, float]:
+        """Generation counters since the last call (then reset to zero)."""
+        out = dict(self._stats)
+        for key in self._stats:
+            self._stats[key] = 0.0
+        return out

@@ -1,0 +1,552 @@
+"""The LLM training loop: one generator serves every variant (GRPO, RRPO, SRPO and ablations).
+
+``train(cfg, parts, run_dir=...)`` yields one metrics dict per training step. Per step:
+
+1. take ``prompts_per_step`` problems at the run's data position (``respo.llm.data``); a
+   process of a data-parallel run keeps its shard;
+2. ``build_buffer`` per prompt with ``Rngs.keyed(cfg.seed, step, j)`` (j = the prompt's index in
+   the step), so every variant and every process layout draws the same random numbers;
+3. advantages per group with the objective's advantage function (``respo.advantages``);
+4. right-padded tensors; the trained-token mask starts at each chain's prefix state, so tokens
+   copied from a parent get exactly zero gradient (``respo.losses.suffix_mask``);
+5. old (and, with a KL term, reference) log-probs from a no-grad forward before any update
+   (the first mini-batch, trained before any update, reuses its own forward, detached);
+6. ``epochs`` passes over mini-batches of ``minibatch_prompts`` prompts, each one optimizer step
+   (AdamW, gradient clipping, LR schedule), accumulating gradients over micro-batches with the
+   mini-batch's global token / sequence counts as the aggregation norm, so micro-batching and
+   data parallelism leave the loss unchanged;
+7. metrics (loss, rewards, reset and fallback counts, G1/G2, token counts, timings), a JSONL line
+   and a checkpoint in ``run_dir``, then ``yield``.
+
+A non-finite loss or gradient norm raises ``NonFiniteLossError`` before the optimizer step, so
+the weights and the last checkpoint stay good.
+
+What does not live here: argv, progress bars, wandb (``respo.commands.train``), the loss math
+(``respo.losses``), the buffer logic (``respo.buffer``), generation (``respo.llm.sampler``).
+
+Deviations: the loop requires a dropout-free model (checked at start; the paper's models have
+none), so the no-grad and the training forwards compute the same function and the first
+mini-batch can reuse its own forward as the old log-probs. The model is in eval mode except
+during updates with gradient checkpointing (which transformers only runs in train mode).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from respo.advantages import get_advantage
+from respo.buffer import Buffer, Rngs, buffer_metrics, build_buffer
+from respo.llm.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from respo.llm.config import TrainConfig, config_to_dict
+from respo.llm.data import shard, step_indices
+from respo.llm.metrics import append_jsonl, truncate_after_step
+from respo.losses import agg_loss, get_loss, kl_k3, masked_mean, suffix_mask, token_logprobs
+from respo.resets import Chain, Localizer, Sampler
+from respo.tasks.base import Problem, check_reward
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss or gradient norm became NaN/inf; the optimizer step was not taken."""
+
+
+@dataclass
+class Parts:
+    """What a run trains and samples with (built from a config by ``build_parts``, or by tests).
+
+    ``sampler`` implements ``respo.resets.Sampler`` over ``TokenState`` chains and ``root(problem)``
+    gives a problem's root state; ``localizer`` is None for GRPO. ``policy`` is what the sampler
+    and localizer receive as their policy argument (None for ``LMSampler``: it samples with its
+    backend, which holds ``model``, so updates are seen at once). ``evaluate``
+    (optional) maps (policy, problems) to a dict of held-out metrics. ``pad_id`` pads batches.
+    """
+
+    model: torch.nn.Module
+    sampler: Sampler[Any, Any]
+    root: Callable[[Problem], Any]
+    train_problems: Sequence[Problem]
+    localizer: Localizer[Any, Any] | None = None
+    eval_problems: Sequence[Problem] = ()
+    tokenizer: Any = None
+    pad_id: int = 0
+    policy: Any = None
+    evaluate: Callable[[Any, Sequence[Problem]], dict[str, float]] | None = None
+    stats_sources: Sequence[Callable[[], dict[str, float]]] = ()
+    """Counters read (and reset) once per step, e.g. ``LMSampler.pop_stats`` (``gen/tokens``)
+    and a localizer's ``pop_stats`` (``localize/tokens``: SRPO's localization overhead); summed
+    over processes and reported as they are."""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# -- small helpers ------------------------------------------------------------------------------
+
+
+def make_accelerator(cfg: TrainConfig) -> Any:
+    """An ``accelerate.Accelerator``: CPU (gloo under torchrun) or one CUDA device per process."""
+    from accelerate import Accelerator
+
+    return Accelerator(cpu=not torch.cuda.is_available())
+
+
+def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """bf16 autocast on CUDA (``dtype="auto"`` or ``"bfloat16"``), fp32 on CPU unless asked."""
+    if cfg.model.dtype == "float32":
+        return None
+    if cfg.model.dtype == "bfloat16":
+        return torch.bfloat16
+    return torch.bfloat16 if device.type == "cuda" else None
+
+
+def lr_lambda(schedule: str, warmup: int, total: int) -> Callable[[int], float]:
+    """Multiplier of the peak LR at optimizer step ``i`` (linear warmup, then the schedule)."""
+
+    def f(i: int) -> float:
+        if warmup > 0 and i < warmup:
+            return (i + 1) / warmup
+        if schedule == "constant":
+            return 1.0
+        frac = min((i - warmup) / max(total - warmup, 1), 1.0)
+        if schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * frac))
+        if schedule == "linear":
+            return 1.0 - frac
+        raise ValueError(f"unknown schedule {schedule!r}; valid: constant, cosine, linear")
+
+    return f
+
+
+def trained_start(chain: Chain[Any]) -> int:
+    """Index of the first trained token of a chain: the end of its copied prefix state."""
+    return len(chain.states[chain.prefix_len].ids)
+
+
+def n_new_tokens(chain: Chain[Any]) -> int:
+    """Tokens the sampler generated for this chain (not the copied prefix)."""
+    n = chain.info.get("n_generated") if chain.info else None
+    return int(n) if n is not None else len(chain.states[-1].ids) - trained_start(chain)
+
+
+def _skeleton(buf: Buffer[Any]) -> Buffer[Any]:
+    """The buffer with token ids dropped (what ``buffer_metrics`` needs), cheap to gather."""
+
+    def light(c: Chain[Any]) -> Chain[Any]:
+        return Chain(tuple(range(c.n_thoughts + 1)), c.reward, c.prefix_len)
+
+    return Buffer(
+        chains=[light(c) for c in buf.chains], group=buf.group.copy(), role=list(buf.role),
+        parents=[light(c) for c in buf.parents], locates=list(buf.locates),
+        suffix_group_of=list(buf.suffix_group_of), generated=[], stats=copy.copy(buf.stats),
+    )
+
+
+@dataclass
+class _Micro:
+    ids: torch.Tensor  # [n, L] right-padded
+    attn: torch.Tensor  # [n, L]
+    first: int  # first target position k0 = min trained start - 1 (earlier ones are never trained)
+    mask: torch.Tensor  # [n, L-1-k0] trained targets among positions k0..L-2
+    adv: torch.Tensor  # [n]
+    old_logp: torch.Tensor | None = None
+    ref_logp: torch.Tensor | None = None
+
+
+def _collate(chains: Sequence[Chain[Any]], adv: Sequence[float], pad_id: int, device: torch.device) -> _Micro:
+    seqs = [np.asarray(c.states[-1].ids, dtype=np.int64) for c in chains]
+    lens = torch.tensor([len(s) for s in seqs])
+    width = int(lens.max())
+    padded = np.full((len(seqs), width), pad_id, dtype=np.int64)
+    for i, s in enumerate(seqs):
+        padded[i, : len(s)] = s
+    ids = torch.from_numpy(padded)
+    attn = (torch.arange(width)[None, :] < lens[:, None]).long()
+    # Target position k predicts token k + 1: trained targets are tokens start..len-1.
+    start = torch.tensor([trained_start(c) for c in chains])
+    if (start < 1).any():
+        raise ValueError("a chain's trained tokens must follow at least one prompt token")
+    resp = torch.arange(width - 1)[None, :] < (lens - 1)[:, None]
+    mask = suffix_mask(resp, start - 1)
+    # Positions before the earliest trained target (the shared prompt, copied prefixes) need no
+    # logits: the forward computes logits from position k0 on only (``logits_to_keep``).
+    k0 = int(start.min()) - 1
+    return _Micro(ids.to(device), attn.to(device), k0, mask[:, k0:].to(device),
+                  torch.tensor(list(adv), dtype=torch.float32, device=device))
+
+
+class _StatAccumulator:
+    """Loss statistics over one step, independent of micro-batching and process count.
+
+    ``loss``/``pg_loss`` are additive (micro-batch losses carry the mini-batch norm): summed per
+    optimizer step, averaged over optimizer steps. ``*_max`` keys take the maximum. All others
+    are per-token means, weighted by the micro-batch's trained tokens.
+    """
+
+    ADDITIVE = ("loss", "pg_loss")
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.maxes: dict[str, torch.Tensor] = {}
+        self.tokens = torch.zeros((), dtype=torch.float64)
+
+    def add(self, st: dict[str, torch.Tensor], n_tokens: torch.Tensor) -> None:
+        w = n_tokens.detach().double().cpu()
+        self.tokens = self.tokens + w
+        for k, v in st.items():
+            v = v.detach().double().cpu()
+            if k.endswith("_max"):
+                self.maxes[k] = torch.maximum(self.maxes[k], v) if k in self.maxes else v
+            elif k in self.ADDITIVE:
+                self.sums[k] = self.sums.get(k, torch.zeros((), dtype=torch.float64)) + v
+            else:
+                self.sums[k] = self.sums.get(k, torch.zeros((), dtype=torch.float64)) + v * w
+
+    def result(self, *, n_optimizer_steps: int, world: int) -> dict[str, torch.Tensor]:
+        keys = sorted(self.sums)
+        vec = torch.stack([self.sums[k] for k in keys] + [self.tokens])
+        mkeys = sorted(self.maxes)
+        mvec = torch.stack([self.maxes[k] for k in mkeys]) if mkeys else None
+        if world > 1:
+            vec = _all_reduce(vec, "sum")
+            mvec = _all_reduce(mvec, "max") if mvec is not None else None
+        tokens = vec[-1].clamp_min(1.0)
+        out = {}
+        for k, v in zip(keys, vec[:-1], strict=True):
+            out[f"loss/{k}"] = v / (world * max(n_optimizer_steps, 1)) if k in self.ADDITIVE else v / tokens
+        if mvec is not None:
+            out.update({f"loss/{k}": v for k, v in zip(mkeys, mvec, strict=True)})
+        return out
+
+
+def _check_no_dropout(model: torch.nn.Module) -> None:
+    """The loop assumes a dropout-free model (old log-probs = a detached training forward)."""
+    bad = [n for n, mod in model.named_modules() if isinstance(mod, torch.nn.Dropout) and mod.p > 0]
+    cfg = getattr(model, "config", None)
+    for key in ("attention_dropout", "hidden_dropout", "resid_pdrop", "attn_pdrop", "embd_pdrop"):
+        v = getattr(cfg, key, 0.0) if cfg is not None else 0.0
+        if isinstance(v, (int, float)) and v > 0:
+            bad.append(f"config.{key}={v}")
+    if bad:
+        raise ValueError(f"the training loop assumes no dropout; found {bad[:5]} (set them to 0)")
+
+
+def _all_reduce(t: torch.Tensor, op: str) -> torch.Tensor:
+    """All-reduce across processes (sum / min / max) on a copy; identity without a process group."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return t
+    out = t.clone()
+    dist.all_reduce(out, op={"sum": dist.ReduceOp.SUM, "min": dist.ReduceOp.MIN,
+                             "max": dist.ReduceOp.MAX}[op])
+    return out
+
+
+def accepts_logits_to_keep(model: Any) -> bool:
+    """Whether the (unwrapped) model's forward takes ``logits_to_keep`` (transformers >= 4.50)."""
+    import inspect
+
+    inner = model
+    while hasattr(inner, "get_base_model"):
+        inner = inner.get_base_model()
+    return "logits_to_keep" in inspect.signature(inner.forward).parameters
+
+
+def _logp(model: Any, m: _Micro, temperature: float, dtype: torch.dtype | None,
+          keep: bool = False) -> torch.Tensor:
+    """log pi(token_{t+1} | tokens_<=t) for target positions t = k0 .. L-2, shape [n, L-1-k0]."""
+    ctx = torch.autocast(m.ids.device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+    width = m.ids.shape[1]
+    with ctx:
+        if keep:  # logits of positions k0 .. L-1 only
+            logits = model(input_ids=m.ids, attention_mask=m.attn, logits_to_keep=width - m.first).logits
+        else:
+            logits = model(input_ids=m.ids, attention_mask=m.attn).logits[:, m.first:]
+    return token_logprobs(logits[:, :-1], m.ids[:, m.first + 1:], temperature=temperature)
+
+
+RESUME_MAY_CHANGE = ("name", "steps", "eval", "checkpoint_every", "keep_checkpoints", "derived")
+"""Config fields a resumed run may change (everything else must match the saved config.json)."""
+
+
+def _write_config(run_path: Path, cfg_dict: dict[str, Any], *, resume: bool) -> None:
+    import json
+    import os
+
+    run_path.mkdir(parents=True, exist_ok=True)
+    path = run_path / "config.json"
+    if resume and path.exists():
+        old = json.loads(path.read_text())
+        diff = sorted(k for k in set(old) | set(cfg_dict)
+                      if k not in RESUME_MAY_CHANGE and old.get(k) != json.loads(json.dumps(cfg_dict.get(k))))
+        if diff:
+            raise ValueError(f"cannot resume {run_path}: config differs from config.json in {diff}")
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(cfg_dict, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+# -- the loop -----------------------------------------------------------------------------------
+
+
+def train(
+    cfg: TrainConfig,
+    parts: Parts,
+    *,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    accelerator: Any = None,
+) -> Iterator[dict[str, Any]]:
+    """Train ``parts.model`` with ``cfg``; yield one metrics dict per step (see module docstring).
+
+    With ``run_dir``, writes ``metrics.jsonl`` (one line per step) and checkpoints there;
+    ``resume=True`` continues from the latest checkpoint, dropping metric lines written after
+    it, so the resumed run logs what an uninterrupted run logs.
+    """
+    acc = accelerator if accelerator is not None else make_accelerator(cfg)
+    rank, world, device = acc.process_index, acc.num_processes, acc.device
+    main = acc.is_main_process
+    variant, obj = cfg.variant_row, cfg.objective
+    split = variant.split
+    loss_fn, adv_fn = get_loss(obj.loss), get_advantage(obj.advantage)
+    if cfg.prompts_per_step % world or cfg.minibatch_prompts % world:
+        raise ValueError(
+            f"prompts_per_step={cfg.prompts_per_step} and minibatch_prompts={cfg.minibatch_prompts} "
+            f"must be multiples of the number of processes ({world})"
+        )
+    if (variant.localizer == "none") != (parts.localizer is None):
+        raise ValueError(f"variant {variant.name!r} needs localizer kind {variant.localizer!r}")
+    temperature = cfg.sampling.temperature if cfg.sampling.scale_logits_by_temperature else 1.0
+    ac_dtype = autocast_dtype(cfg, device)
+
+    model = parts.model.to(device)
+    model.eval()
+    _check_no_dropout(model)
+    policy = parts.policy  # what the sampler / localizer receive (LMSampler: None = its backend)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, betas=cfg.optim.betas,
+                                  weight_decay=cfg.optim.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_lambda(cfg.optim.schedule, cfg.optim.warmup_steps, cfg.total_optimizer_steps))
+    ref_model = None
+    if cfg.kl_coef > 0 and not hasattr(model, "disable_adapter"):
+        ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+    keep = accepts_logits_to_keep(model)
+    keep_ref = ref_model is not None and accepts_logits_to_keep(ref_model)
+
+    start_step = 0
+    run_path = Path(run_dir) if run_dir is not None else None
+    cfg_dict = config_to_dict(cfg)
+    if run_path is not None and main:
+        _write_config(run_path, cfg_dict, resume=resume)
+    if run_path is not None and resume:
+        ckpt = latest_checkpoint(run_path)
+        if ckpt is not None:
+            state = load_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler)
+            start_step = int(state["step"]) + 1
+        if main:  # drop lines logged after the checkpoint (all of them if there is none)
+            truncate_after_step(run_path / "metrics.jsonl", start_step - 1)
+    elif run_path is not None and main and (run_path / "metrics.jsonl").exists():
+        raise FileExistsError(f"{run_path / 'metrics.jsonl'} exists: pass resume=True or use a new run dir")
+    acc.wait_for_everyone()
+    wrapped = acc.prepare_model(model) if world > 1 else model
+
+    mb_local = cfg.minibatch_prompts // world
+    n_train = len(parts.train_problems)
+    for step in range(start_step, cfg.steps):
+        t_step = time.perf_counter()
+        idx = step_indices(n_train, step, cfg.prompts_per_step, seed=cfg.seed)
+        mine = shard(idx, rank, world)  # positions j in the step owned by this process
+
+        # -- rollouts ------------------------------------------------------------------------
+        t0 = time.perf_counter()
+        for src in parts.stats_sources:  # counters start at zero for this step
+            src()
+        buffers: list[Buffer[Any]] = []
+        gen_ctx = (torch.autocast(device.type, dtype=ac_dtype) if ac_dtype is not None
+                   else contextlib.nullcontext())
+        with torch.no_grad(), gen_ctx:
+            for j in mine:
+                prob = parts.train_problems[idx[j]]
+                buf = build_buffer(parts.sampler, parts.localizer, policy, parts.root(prob),
+                                   split=split, rngs=Rngs.keyed(cfg.seed, step, j))
+                for i, c in enumerate(buf.generated):
+                    check_reward(c.reward, where=f"step {step}, problem {prob.id!r}, chain {i}")
+                buffers.append(buf)
+        popped: dict[str, float] = {}
+        for src in parts.stats_sources:
+            for k, v in src().items():
+                popped[k] = popped.get(k, 0.0) + float(v)
+        t_rollout = time.perf_counter() - t0
+
+        # -- advantages and tensors ----------------------------------------------------------
+        t0 = time.perf_counter()
+        advs = [adv_fn(b.rewards, b.group) for b in buffers]
+        minibatches: list[list[_Micro]] = []
+        for m0 in range(0, len(buffers), mb_local):
+            chains = [c for b in buffers[m0:m0 + mb_local] for c in b.chains]
+            adv = [float(a) for av in advs[m0:m0 + mb_local] for a in av]
+            micros = [
+                _collate(chains[k:k + cfg.micro_batch_chains], adv[k:k + cfg.micro_batch_chains],
+                         parts.pad_id, device)
+                for k in range(0, len(chains), cfg.micro_batch_chains)
+            ]
+            minibatches.append(micros)
+        n_micro = torch.tensor([len(mb) for mb in minibatches], device=device)
+        if world > 1 and not torch.equal(_all_reduce(n_micro, "max"), n_micro):
+            raise RuntimeError("processes hold different numbers of micro-batches (unequal budgets)")
+        with torch.no_grad():
+            for mi, mb in enumerate(minibatches):
+                for m in mb:
+                    # The first mini-batch is trained before any update of this step, so its old
+                    # log-probs are its own forward, detached (the same function: no dropout).
+                    if mi > 0:
+                        m.old_logp = _logp(model, m, temperature, ac_dtype, keep)
+                    if cfg.kl_coef > 0:
+                        if ref_model is not None:
+                            m.ref_logp = _logp(ref_model, m, temperature, ac_dtype, keep_ref)
+                        else:
+                            peft_model: Any = model
+                            with peft_model.disable_adapter():
+                                m.ref_logp = _logp(model, m, temperature, ac_dtype, keep)
+        t_prep = time.perf_counter() - t0
+
+        # -- updates -------------------------------------------------------------------------
+        t0 = time.perf_counter()
+        stats = _StatAccumulator()
+        grad_norms: list[torch.Tensor] = []
+        # transformers runs gradient checkpointing only in train mode; with no dropout (checked
+        # above) train and eval mode compute the same function.
+        model.train(cfg.model.gradient_checkpointing)
+        for epoch in range(cfg.epochs):
+            for mi, mb in enumerate(minibatches):
+                n_tok = torch.stack([m.mask.sum() for m in mb]).sum().float()
+                n_seq = torch.tensor(float(sum(m.ids.shape[0] for m in mb)), device=device)
+                if world > 1:
+                    n_tok, n_seq = _all_reduce(n_tok, "sum"), _all_reduce(n_seq, "sum")
+                # Gradients are averaged over processes, so each process divides by global / world.
+                norm = (n_tok if obj.agg == "token-mean" else n_seq) / world
+                finite = torch.ones((), dtype=torch.bool, device=device)
+                for ki, m in enumerate(mb):
+                    sync = ki == len(mb) - 1
+                    ctx = acc.no_sync(wrapped) if (world > 1 and not sync) else contextlib.nullcontext()
+                    with ctx:
+                        logp = _logp(wrapped, m, temperature, ac_dtype, keep)
+                        if m.old_logp is None:  # first mini-batch, before any update
+                            m.old_logp = logp.detach()
+                        loss, st = loss_fn(logp, m.old_logp, m.adv, m.mask, agg=obj.agg,
+                                           clip_eps=cfg.clip_eps, clip_c=cfg.clip_c, norm=norm)
+                        if cfg.kl_coef > 0:
+                            assert m.ref_logp is not None
+                            kl = kl_k3(logp, m.ref_logp)
+                            loss = loss + cfg.kl_coef * agg_loss(kl, m.mask, obj.agg, norm=norm)
+                            st["kl_ref"] = masked_mean(kl.detach(), m.mask)
+                        finite &= torch.isfinite(loss.detach())
+                        acc.backward(loss)
+                    st["loss"] = loss.detach()
+                    st["entropy_proxy"] = masked_mean(-logp.detach(), m.mask)
+                    stats.add(st, m.mask.sum())
+                max_norm = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
+                gn = torch.nn.utils.clip_grad_norm_(params, max_norm)
+                finite &= torch.isfinite(gn)
+                if world > 1:
+                    finite = _all_reduce(finite.float(), "min") > 0
+                if not bool(finite):
+                    optimizer.zero_grad(set_to_none=True)
+                    last = latest_checkpoint(run_path) if run_path is not None else None
+                    raise NonFiniteLossError(
+                        f"non-finite loss or gradient at step {step}, epoch {epoch}, mini-batch {mi} "
+                        f"(variant {cfg.variant}, loss {obj.loss}); the optimizer step was not taken. "
+                        f"Last good checkpoint: {last if last is not None else 'none'}"
+                    )
+                grad_norms.append(gn.detach())
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+        model.eval()
+        t_update = time.perf_counter() - t0
+
+        # -- metrics -------------------------------------------------------------------------
+        loss_stats = stats.result(n_optimizer_steps=len(grad_norms), world=world)
+        # Gradients are identical on every process after the all-reduce, and so is their norm.
+        loss_stats["loss/grad_norm"] = torch.stack(grad_norms).mean()
+        local_counts = torch.tensor([
+            sum(len(b.chains) for b in buffers),
+            sum(int(m.mask.sum()) for mb in minibatches for m in mb),
+            sum(n_new_tokens(c) for b in buffers for c in b.generated),
+            sum(len(b.generated) for b in buffers),
+            *popped.values(),
+        ], dtype=torch.float64, device=device)
+        counts = _all_reduce(local_counts, "sum")
+        popped = {k: float(v) for k, v in zip(popped, counts[4:].tolist(), strict=True)}
+        skeletons = [_skeleton(b) for b in buffers]
+        fresh_gen = [c.reward for b in buffers for c in b.generated if c.prefix_len == 0]
+        if world > 1:
+            from accelerate.utils import gather_object
+
+            skeletons = gather_object(skeletons)
+            fresh_gen = gather_object(fresh_gen)
+        rows = [(c.reward, r) for b in skeletons for c, r in zip(b.chains, b.role, strict=True)]
+        g2 = [r for r, role in rows if role == "suffix"]
+        g1 = [r for r, role in rows if role == "fresh"]
+        metrics: dict[str, Any] = {
+            "step": step,
+            "variant": cfg.variant,
+            "pairing": obj.pairing,
+            "loss_name": obj.loss,
+            "agg": obj.agg,
+            "data/position": (step + 1) * cfg.prompts_per_step,
+            "lr": float(scheduler.get_last_lr()[0]),
+        }
+        metrics.update({k: float(v) for k, v in loss_stats.items()})
+        metrics.update(buffer_metrics(skeletons))
+        metrics.update({
+            "reward/trained_mean": float(np.mean([r for r, _ in rows])) if rows else float("nan"),
+            "reward/fresh_generated_mean": float(np.mean(fresh_gen)) if fresh_gen else float("nan"),
+            "g1/pass_rate": float(np.mean([r >= 1.0 for r in g1])) if g1 else float("nan"),
+            "g2/pass_rate": float(np.mean([r >= 1.0 for r in g2])) if g2 else float("nan"),
+            "g1/count": float(len(g1)),
+            "g2/count": float(len(g2)),
+            "buffer/locate_fallbacks": float(sum(b.stats.locate_fallbacks for b in skeletons)),
+            "buffer/topped_up": float(sum(b.stats.topped_up for b in skeletons)),
+            "tokens/trained_chains": float(counts[0]),
+            "tokens/trained": float(counts[1]),
+            "tokens/generated": float(counts[2]),
+            "tokens/generated_chains": float(counts[3]),
+            "tokens/localization": popped.get("localize/tokens", 0.0),
+        })
+        metrics.update(popped)
+        if parts.evaluate is not None and cfg.eval.every > 0 and (
+                (step + 1) % cfg.eval.every == 0 or step + 1 == cfg.steps):
+            t0 = time.perf_counter()
+            if main:
+                ev = parts.evaluate(policy, list(parts.eval_problems)[: cfg.eval.problems])
+                metrics.update({f"eval/{k}": float(v) for k, v in ev.items()})
+            acc.wait_for_everyone()
+            metrics["time/eval"] = time.perf_counter() - t0
+        metrics.update({"time/rollout": t_rollout, "time/prep": t_prep, "time/update": t_update,
+                        "time/step": time.perf_counter() - t_step})
+
+        # -- write: the metrics line first, then the checkpoint (resume drops lines after it) ---
+        if run_path is not None:
+            if main:
+                append_jsonl(run_path / "metrics.jsonl", metrics)
+            last_step = step + 1 == cfg.steps
+            every = cfg.checkpoint_every
+            if last_step or (every > 0 and (step + 1) % every == 0):
+                t0 = time.perf_counter()
+                if main:
+                    save_checkpoint(run_path, step=step, model=model, optimizer=optimizer,
+                                    scheduler=scheduler, config=cfg_dict,
+                                    data_position=(step + 1) * cfg.prompts_per_step,
+                                    tokenizer=parts.tokenizer, keep=cfg.keep_checkpoints)
+                acc.wait_for_everyone()
+                metrics["time/checkpoint"] = time.perf_counter() - t0
+        yield metrics
