@@ -16,12 +16,19 @@
 5. Top G1 up to ``split.fresh`` if it is short. Parents are never in the buffer.
 
 Every fallback is returned in ``BufferStats`` (P9). Group ids are explicit (no slot arithmetic).
+
+``build_buffers`` runs the same logic for all prompts of a step in lock-step (each prompt's
+builder is a coroutine that yields its sampling and localization requests), so a sampler with
+``extend_many`` (one batched generate per round) or a localizer with ``locate_many`` serves every
+prompt at once; ``build_buffer`` is the one-prompt case.
 """
 
 from __future__ import annotations
 
+from collections.abc import Generator as Generator_
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic
+from typing import Any, Generic, Protocol, runtime_checkable
 
 import numpy as np
 from numpy.random import Generator
@@ -99,15 +106,217 @@ class Buffer(Generic[S]):
         return list(seen)
 
 
-def _draw(
-    sampler: Sampler[S, Pol], policy: Pol, prefix: tuple[S, ...], n: int, rng: Generator
-) -> list[Chain[S]]:
-    if n <= 0:
-        return []
-    out = sampler.extend(policy, prefix, n, rng=rng)
-    if len(out) != n:
-        raise RuntimeError(f"sampler returned {len(out)} chains, asked for {n}")
-    return out
+@dataclass(frozen=True)
+class _Extend(Generic[S]):
+    """A request from a prompt's builder: n continuations of ``prefix`` drawn with ``rng``."""
+
+    prefix: tuple[S, ...]
+    n: int
+    rng: Generator
+
+
+@dataclass(frozen=True)
+class _Locate(Generic[S]):
+    """A request from a prompt's builder: localize ``parent`` with ``rng``."""
+
+    parent: Chain[S]
+    rng: Generator
+
+
+@runtime_checkable
+class BatchSampler(Protocol[S, Pol]):
+    """A sampler that can serve many ``extend`` requests in one call (e.g. one batched generate).
+
+    ``extend_many(policy, [(prefix, n, rng), ...])`` returns one list of n chains per request,
+    under the same contract as ``Sampler.extend``. ``build_buffers`` uses it to run all prompts
+    of a step in lock-step; a plain ``Sampler`` is served one request at a time.
+    """
+
+    def extend_many(
+        self, policy: Pol, requests: Sequence[tuple[tuple[S, ...], int, Generator]]
+    ) -> list[list[Chain[S]]]: ...
+
+
+@runtime_checkable
+class BatchLocalizer(Protocol[S, Pol]):
+    """A localizer that can localize many parents in one call (e.g. one batched generate)."""
+
+    def locate_many(
+        self, policy: Pol, requests: Sequence[tuple[Chain[S], Generator]]
+    ) -> list[LocateResult]: ...
+
+
+def _fill(
+    has_localizer: bool, root: S, split: Split, rngs: Rngs, success: float
+) -> Generator_[_Extend[S] | _Locate[S], Any, Buffer[S]]:
+    """One prompt's buffer as a coroutine: it yields sampling and localization requests and
+    receives their answers, so a driver can serve many prompts in lock-step."""
+    root_prefix: tuple[S, ...] = (root,)
+    stats = BufferStats()
+    generated: list[Chain[S]] = []
+
+    def one_group(chains: list[Chain[S]]) -> Buffer[S]:
+        return Buffer(
+            chains=chains,
+            group=np.zeros(len(chains), dtype=np.int64),
+            role=["fresh"] * len(chains),
+            generated=generated,
+            stats=stats,
+        )
+
+    def fresh(n: int) -> Generator_[_Extend[S], Any, list[Chain[S]]]:
+        if n <= 0:
+            return []
+        out: list[Chain[S]] = yield _Extend(root_prefix, n, rngs.fresh)
+        generated.extend(out)
+        stats.fresh_attempts += len(out)
+        return out
+
+    if not has_localizer or not split.resets:
+        return one_group((yield from fresh(split.budget)))
+
+    # -- search for parents, filling G1 on the way --------------------------------------------
+    attempts: list[Chain[S]] = []
+    parents: list[Chain[S]] = []
+    g1: list[Chain[S]] = []
+    while len(attempts) < split.max_fresh:
+        missing = (split.parents - len(parents)) + max(split.fresh - len(g1), 0)
+        if missing <= 0:
+            break
+        for c in (yield from fresh(min(missing, split.max_fresh - len(attempts)))):
+            attempts.append(c)
+            if c.reward < success and len(parents) < split.parents:
+                parents.append(c)
+            elif len(g1) < split.fresh:
+                g1.append(c)
+            else:
+                stats.discarded += 1
+
+    if len(parents) < split.parents:
+        stats.no_failure = True
+        stats.discarded = max(len(attempts) - split.budget, 0)
+        group = attempts[: split.budget]
+        top = split.budget - len(group)
+        stats.topped_up += max(top, 0)
+        return one_group(group + (yield from fresh(top)))
+
+    # -- localize each parent and draw its suffix group ---------------------------------------
+    chains: list[Chain[S]] = []
+    group_ids: list[int] = []
+    roles: list[str] = []
+    locates: list[LocateResult] = []
+    suffix_group_of: list[int] = []
+    next_group = 1  # group 0 is G1
+    extra_fresh = 0
+    for parent in parents:
+        loc: LocateResult = yield _Locate(parent, rngs.localize)
+        locates.append(loc)
+        stats.locate_fallbacks += int(loc.fell_back)
+        if loc.step is None:
+            stats.skipped_resets += 1
+            suffix_group_of.append(-1)
+            extra_fresh += split.suffix
+            continue
+        if not 1 <= loc.step <= parent.n_thoughts:
+            raise ValueError(f"localizer returned step {loc.step} outside 1..{parent.n_thoughts}")
+        suffixes: list[Chain[S]] = yield _Extend(parent.states[: loc.step], split.suffix, rngs.suffix)
+        generated.extend(suffixes)
+        chains.extend(suffixes)
+        group_ids.extend([next_group] * len(suffixes))
+        roles.extend(["suffix"] * len(suffixes))
+        suffix_group_of.append(next_group)
+        next_group += 1
+
+    top = split.fresh + extra_fresh - len(g1)
+    if top > 0:
+        stats.topped_up += top
+        g1 = g1 + (yield from fresh(top))
+    return Buffer(
+        chains=g1 + chains,
+        group=np.array([0] * len(g1) + group_ids, dtype=np.int64),
+        role=["fresh"] * len(g1) + roles,
+        parents=parents,
+        locates=locates,
+        suffix_group_of=suffix_group_of,
+        generated=generated,
+        stats=stats,
+    )
+
+
+def _serve_extends(
+    sampler: Sampler[S, Pol], policy: Pol, reqs: list[_Extend[S]]
+) -> list[list[Chain[S]]]:
+    if isinstance(sampler, BatchSampler) and len(reqs) > 1:
+        outs = sampler.extend_many(policy, [(r.prefix, r.n, r.rng) for r in reqs])
+        if len(outs) != len(reqs):
+            raise RuntimeError(f"extend_many answered {len(outs)} requests, asked {len(reqs)}")
+    else:
+        outs = [sampler.extend(policy, r.prefix, r.n, rng=r.rng) for r in reqs]
+    for r, out in zip(reqs, outs, strict=True):
+        if len(out) != r.n:
+            raise RuntimeError(f"sampler returned {len(out)} chains, asked for {r.n}")
+    return outs
+
+
+def _serve_locates(
+    localizer: Localizer[S, Pol], policy: Pol, reqs: list[_Locate[S]]
+) -> list[LocateResult]:
+    if isinstance(localizer, BatchLocalizer) and len(reqs) > 1:
+        outs = localizer.locate_many(policy, [(r.parent, r.rng) for r in reqs])
+        if len(outs) != len(reqs):
+            raise RuntimeError(f"locate_many answered {len(outs)} requests, asked {len(reqs)}")
+        return outs
+    return [localizer.locate(policy, r.parent, rng=r.rng) for r in reqs]
+
+
+def build_buffers(
+    sampler: Sampler[S, Pol],
+    localizer: Localizer[S, Pol] | None,
+    policy: Pol,
+    roots: Sequence[S],
+    *,
+    split: Split,
+    rngs: Sequence[Rngs],
+    success: float = 1.0,
+) -> list[Buffer[S]]:
+    """``build_buffer`` for many prompts at once, in lock-step (one buffer per root).
+
+    Every round collects the pending request of each prompt and serves all sampling requests in
+    one ``extend_many`` call (and all localizations in one ``locate_many`` call) when the sampler
+    (localizer) offers it, one by one otherwise. Each prompt keeps its own random streams, so the
+    result equals building the buffers one after the other whenever the sampler's output for a
+    request depends only on that request (true for the tabular sampler; a batched LLM backend
+    draws per call, so there the results are deterministic but not identical to serial calls).
+    """
+    if len(roots) != len(rngs):
+        raise ValueError(f"{len(roots)} roots but {len(rngs)} random-stream sets")
+    coros = [_fill(localizer is not None, r, split, g, success) for r, g in zip(roots, rngs, strict=True)]
+    results: list[Buffer[S] | None] = [None] * len(coros)
+    pending: dict[int, _Extend[S] | _Locate[S]] = {}
+
+    def advance(i: int, answer: Any) -> None:
+        try:
+            pending[i] = coros[i].send(answer)
+        except StopIteration as done:
+            results[i] = done.value
+            pending.pop(i, None)
+
+    for i in range(len(coros)):
+        advance(i, None)
+    while pending:
+        ext = [(i, r) for i, r in pending.items() if isinstance(r, _Extend)]
+        loc = [(i, r) for i, r in pending.items() if isinstance(r, _Locate)]
+        answers: list[tuple[int, Any]] = []
+        if ext:
+            outs = _serve_extends(sampler, policy, [r for _, r in ext])
+            answers += [(i, o) for (i, _), o in zip(ext, outs, strict=True)]
+        if loc:
+            assert localizer is not None  # _fill only asks when it has one
+            louts = _serve_locates(localizer, policy, [r for _, r in loc])
+            answers += [(i, o) for (i, _), o in zip(loc, louts, strict=True)]
+        for i, a in answers:
+            advance(i, a)
+    return [b for b in results if b is not None]
 
 
 def build_buffer(
@@ -125,95 +334,8 @@ def build_buffer(
     ``root`` is the problem state (``states[0]``). A chain with ``reward < success`` counts as
     failed (the paper: verifier says wrong; for fractional code rewards, not all tests passed).
     """
-    root_prefix: tuple[S, ...] = (root,)
-    stats = BufferStats()
-    generated: list[Chain[S]] = []
-
-    def fresh(n: int) -> list[Chain[S]]:
-        out = _draw(sampler, policy, root_prefix, n, rngs.fresh)
-        generated.extend(out)
-        stats.fresh_attempts += len(out)
-        return out
-
-    def one_group(chains: list[Chain[S]]) -> Buffer[S]:
-        return Buffer(
-            chains=chains,
-            group=np.zeros(len(chains), dtype=np.int64),
-            role=["fresh"] * len(chains),
-            generated=generated,
-            stats=stats,
-        )
-
-    if localizer is None or not split.resets:
-        return one_group(fresh(split.budget))
-
-    # -- search for parents, filling G1 on the way --------------------------------------------
-    attempts: list[Chain[S]] = []
-    parents: list[Chain[S]] = []
-    g1: list[Chain[S]] = []
-    while len(attempts) < split.max_fresh:
-        missing = (split.parents - len(parents)) + max(split.fresh - len(g1), 0)
-        if missing <= 0 or (len(parents) == split.parents and len(g1) >= split.fresh):
-            break
-        for c in fresh(min(missing, split.max_fresh - len(attempts))):
-            attempts.append(c)
-            if c.reward < success and len(parents) < split.parents:
-                parents.append(c)
-            elif len(g1) < split.fresh:
-                g1.append(c)
-            else:
-                stats.discarded += 1
-
-    if len(parents) < split.parents:
-        stats.no_failure = True
-        stats.discarded = max(len(attempts) - split.budget, 0)
-        group = attempts[: split.budget]
-        top = split.budget - len(group)
-        stats.topped_up += max(top, 0)
-        return one_group(group + fresh(top))
-
-    # -- localize each parent and draw its suffix group ---------------------------------------
-    chains: list[Chain[S]] = []
-    group_ids: list[int] = []
-    roles: list[str] = []
-    locates: list[LocateResult] = []
-    suffix_group_of: list[int] = []
-    next_group = 1  # group 0 is G1
-    extra_fresh = 0
-    for parent in parents:
-        loc = localizer.locate(policy, parent, rng=rngs.localize)
-        locates.append(loc)
-        stats.locate_fallbacks += int(loc.fell_back)
-        if loc.step is None:
-            stats.skipped_resets += 1
-            suffix_group_of.append(-1)
-            extra_fresh += split.suffix
-            continue
-        if not 1 <= loc.step <= parent.n_thoughts:
-            raise ValueError(f"localizer returned step {loc.step} outside 1..{parent.n_thoughts}")
-        suffixes = _draw(sampler, policy, parent.states[: loc.step], split.suffix, rngs.suffix)
-        generated.extend(suffixes)
-        chains.extend(suffixes)
-        group_ids.extend([next_group] * len(suffixes))
-        roles.extend(["suffix"] * len(suffixes))
-        suffix_group_of.append(next_group)
-        next_group += 1
-
-    top = split.fresh + extra_fresh - len(g1)
-    if top > 0:
-        stats.topped_up += top
-        g1 = g1 + fresh(top)
-    buf: Buffer[S] = Buffer(
-        chains=g1 + chains,
-        group=np.array([0] * len(g1) + group_ids, dtype=np.int64),
-        role=["fresh"] * len(g1) + roles,
-        parents=parents,
-        locates=locates,
-        suffix_group_of=suffix_group_of,
-        generated=generated,
-        stats=stats,
-    )
-    return buf
+    return build_buffers(sampler, localizer, policy, [root], split=split, rngs=[rngs],
+                         success=success)[0]
 
 
 def buffer_metrics(buffers: list[Buffer[Any]]) -> dict[str, float]:

@@ -142,3 +142,55 @@ def test_noisy_oracle_in_buffer_counts_abstentions():
     loc = NoisyOracleLocalizer(first_thought_judge, beta=0.0, gamma=0.0, fallback_mode="skip")
     b = build_buffer(ScriptedSampler([0]), loc, None, 0, split=VARIANTS["srpo"].split, rngs=rngs())
     assert b.stats.skipped_resets == 1 and b.stats.locate_fallbacks == 1
+
+
+class _Batching(CoinSampler):
+    """A CoinSampler that also serves batched requests, recording each batch's size."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.batches: list[int] = []
+
+    def extend_many(self, policy, requests):
+        self.batches.append(len(requests))
+        return [self.extend(policy, p, n, rng=r) for p, n, r in requests]
+
+
+class _BatchLoc(UniformLocalizer):
+    def __init__(self):
+        self.batches: list[int] = []
+
+    def locate_many(self, policy, requests):
+        self.batches.append(len(requests))
+        return [self.locate(policy, c, rng=r) for c, r in requests]
+
+
+@pytest.mark.parametrize("name", ["grpo", "rrpo", "srpo-2x4", "rrpo-1x8"])
+def test_lockstep_equals_serial_and_batches_rounds(name):
+    from respo.buffer import build_buffers
+
+    v = VARIANTS[name]
+    loc = UniformLocalizer() if v.split.resets else None
+    roots = list(range(1, 7))
+    serial = [build_buffer(CoinSampler(p_success=0.6), loc, None, r, split=v.split,
+                           rngs=Rngs.keyed(5, 0, j)) for j, r in enumerate(roots)]
+    bs, bl = _Batching(p_success=0.6), _BatchLoc()
+    lock = build_buffers(bs, bl if loc else None, None, roots, split=v.split,
+                         rngs=[Rngs.keyed(5, 0, j) for j in range(len(roots))])
+    for a, b in zip(serial, lock, strict=True):
+        assert [c.states for c in a.chains] == [c.states for c in b.chains]
+        assert a.group.tolist() == b.group.tolist() and a.stats == b.stats
+        assert [x.step for x in a.locates] == [x.step for x in b.locates]
+    # The first round serves every prompt in one call; there are far fewer calls than requests.
+    assert bs.batches[0] == len(roots)
+    n_requests = sum(len(b.generated) > 0 for b in lock)
+    assert len(bs.batches) <= 3 + 2 * v.split.parents + v.split.max_fresh or n_requests == 0
+    if loc is not None and any(b.parents for b in lock):
+        assert max(bl.batches) > 1
+
+
+def test_build_buffers_checks_lengths():
+    from respo.buffer import build_buffers
+
+    with pytest.raises(ValueError, match="2 roots but 1"):
+        build_buffers(CoinSampler(), None, None, [0, 1], split=Split.all_fresh(8), rngs=[rngs()])

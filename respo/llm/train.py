@@ -4,7 +4,7 @@
 
 1. take ``prompts_per_step`` problems at the run's data position (``respo.llm.data``); a
    process of a data-parallel run keeps its shard;
-2. ``build_buffer`` per prompt with ``Rngs.keyed(cfg.seed, step, j)`` (j = the prompt's index in
+2. ``build_buffers`` (all prompts in lock-step) with ``Rngs.keyed(cfg.seed, step, j)`` (j = the prompt's index in
    the step), so every variant and every process layout draws the same random numbers;
 3. advantages per group with the objective's advantage function (``respo.advantages``);
 4. right-padded tensors; the trained-token mask starts at each chain's prefix state, so tokens
@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from respo.advantages import get_advantage
-from respo.buffer import Buffer, Rngs, buffer_metrics, build_buffer
+from respo.buffer import Buffer, Rngs, buffer_metrics, build_buffers
 from respo.llm.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from respo.llm.config import TrainConfig, config_to_dict
 from respo.llm.data import shard, step_indices
@@ -369,17 +369,17 @@ def train(
         t0 = time.perf_counter()
         for src in parts.stats_sources:  # counters start at zero for this step
             src()
-        buffers: list[Buffer[Any]] = []
         gen_ctx = (torch.autocast(device.type, dtype=ac_dtype) if ac_dtype is not None
                    else contextlib.nullcontext())
+        probs = [parts.train_problems[idx[j]] for j in mine]
         with torch.no_grad(), gen_ctx:
-            for j in mine:
-                prob = parts.train_problems[idx[j]]
-                buf = build_buffer(parts.sampler, parts.localizer, policy, parts.root(prob),
-                                   split=split, rngs=Rngs.keyed(cfg.seed, step, j))
-                for i, c in enumerate(buf.generated):
-                    check_reward(c.reward, where=f"step {step}, problem {prob.id!r}, chain {i}")
-                buffers.append(buf)
+            # All prompts of the step in lock-step: a batching sampler serves each round at once.
+            buffers: list[Buffer[Any]] = build_buffers(
+                parts.sampler, parts.localizer, policy, [parts.root(p) for p in probs],
+                split=split, rngs=[Rngs.keyed(cfg.seed, step, j) for j in mine])
+        for prob, buf in zip(probs, buffers, strict=True):
+            for i, c in enumerate(buf.generated):
+                check_reward(c.reward, where=f"step {step}, problem {prob.id!r}, chain {i}")
         popped: dict[str, float] = {}
         for src in parts.stats_sources:
             for k, v in src().items():
