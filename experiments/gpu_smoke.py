@@ -96,7 +96,9 @@ def bench_generate(model: Any, tok: Any, device: torch.device, *, batch: int, ne
                    prompt_len: int) -> dict[str, float]:
     from respo.llm.generation import HFBackend
 
-    backend = HFBackend(model, tok, device=str(device))
+    # bf16 on CUDA (the backend keeps the model's own dtype unless told otherwise).
+    backend = HFBackend(model, tok, device=str(device),
+                        dtype=torch.bfloat16 if device.type == "cuda" else None)
     gen = np.random.default_rng(0)
     prompts = [gen.integers(10, 90, size=prompt_len).astype(np.int64) for _ in range(batch)]
     kw = dict(n=1, max_new_tokens=new_tokens, temperature=1.0, top_p=1.0)
