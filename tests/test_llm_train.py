@@ -35,7 +35,7 @@ if "experiments_presets" not in sys.modules:  # experiments/ is not a package: l
 @pytest.fixture(autouse=True, scope="module")
 def _one_torch_thread():
     # Tiny models on a shared 2-core machine: one thread avoids OpenMP oversubscription, which
-    # measured 20x slower fwd+bwd under load (experiments/notes/llm-training.md).
+    # measured 20x slower fwd+bwd under load (experiments/LOG.md).
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -1,7 +1,7 @@
 """Sandbox security suite: hostile programs are contained, scored as failures, and the caller goes on.
 
 Each case runs with the audit hook OFF (operating-system layers only) and ON. The cases and
-their outcomes are reported in experiments/notes/tasks-eval.md (``python tests/test_sandbox.py``
+their outcomes are reported in experiments/LOG.md (``python tests/test_sandbox.py``
 prints the table).
 """
 
@@ -205,7 +205,7 @@ def test_isolation_report():
         assert iso.fresh_uid and iso.net_namespace and iso.mount_namespace, iso
 
 
-if __name__ == "__main__":  # the table for experiments/notes/tasks-eval.md
+if __name__ == "__main__":  # the table for experiments/LOG.md
     import tempfile
 
     print(isolation())

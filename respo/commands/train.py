@@ -55,7 +55,7 @@ class TrainArgs:
     """Show a progress bar."""
     threads: int = 0
     """torch CPU threads per process (0 = torch's default). On a busy CPU, 1 avoids OpenMP
-    oversubscription (measured 20x faster for tiny models; experiments/notes/llm-training.md)."""
+    oversubscription (measured 20x faster for tiny models; experiments/LOG.md)."""
 
 
 def _split_preset(argv: list[str]) -> tuple[str | None, list[str]]:

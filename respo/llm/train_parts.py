@@ -22,19 +22,26 @@ from respo.resets import Chain, OracleLocalizer, UniformLocalizer
 from respo.seeding import int_seed_for, rng_for
 from respo.tasks.base import Problem
 
-TASKS: tuple[str, ...] = ("arithmetic", "arithmetic-chain")
-"""Task names ``build_task`` knows (the step-verifiable synthetic chains, answer or chain reward)."""
-
-
 def build_task(name: str) -> Any:
-    """A task object by name; unknown names list the valid ones."""
-    from respo.tasks.synthetic import ArithmeticSpec, ArithmeticTask
+    """A task that generates its own problems, by ``respo.tasks.make_task`` name.
 
-    if name == "arithmetic":
-        return ArithmeticTask(ArithmeticSpec(answer_style="boxed"), reward_mode="answer")
-    if name == "arithmetic-chain":
-        return ArithmeticTask(ArithmeticSpec(answer_style="boxed"), reward_mode="chain")
-    raise ValueError(f"unknown task {name!r}; valid: {', '.join(TASKS)}")
+    The trainer draws its problems from ``task.problems(n, seed=, split=)``: the step-verifiable
+    ``arithmetic`` chains and ``gym:<generator>`` (reasoning-gym) tasks do; tasks scored on a
+    prepared data set (``math``, ``choice``, ``code``) are rejected with a clear message until
+    the trainer reads prepared files. Unknown names list the valid ones.
+    """
+    from respo.tasks import make_task
+
+    try:
+        task = make_task(name)
+    except KeyError as err:
+        raise ValueError(err.args[0]) from None
+    if not callable(getattr(task, "problems", None)):
+        raise ValueError(
+            f"task {name!r} has no problem generator; the trainer needs one that does "
+            "(arithmetic, arithmetic-chain or gym:<generator>)"
+        )
+    return task
 
 
 def build_model(cfg: TrainConfig) -> tuple[Any, Any]:
