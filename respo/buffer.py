@@ -285,8 +285,8 @@ def build_buffers(
     one ``extend_many`` call (and all localizations in one ``locate_many`` call) when the sampler
     (localizer) offers it, one by one otherwise. Each prompt keeps its own random streams, so the
     result equals building the buffers one after the other whenever the sampler's output for a
-    request depends only on that request (true for the tabular sampler; a batched LLM backend
-    draws per call, so there the results are deterministic but not identical to serial calls).
+    request depends only on that request: true for the tabular sampler and for ``LMSampler``,
+    whose backend keys every row's random stream by its request's seed and row number (tested).
     """
     if len(roots) != len(rngs):
         raise ValueError(f"{len(roots)} roots but {len(rngs)} random-stream sets")

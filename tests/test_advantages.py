@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from reference import zscore_loop
+
 from respo.advantages import ADVANTAGES, center_by_group, get_advantage, zscore_by_group
 
 rewards_groups = st.integers(1, 24).flatmap(

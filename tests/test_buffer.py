@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from fakes import CoinSampler, ScriptedSampler, first_thought_judge
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fakes import CoinSampler, ScriptedSampler, first_thought_judge
-from respo.buffer import Rngs, build_buffer, buffer_metrics
+from respo.buffer import Rngs, buffer_metrics, build_buffer
 from respo.resets import LocateResult, NoisyOracleLocalizer, OracleLocalizer, UniformLocalizer
 from respo.variants import VARIANTS, Split
 

@@ -102,6 +102,7 @@ def test_top_p_tiny_is_greedy() -> None:
 
 def test_total_token_limit() -> None:
     be = tiny_backend()
+    be.eos_ids = frozenset({-1})  # the random model emits EOS now and then: the limit must cut
     out = be.generate([PREFIX], n=3, max_new_tokens=9, temperature=1.0, top_p=1.0, seed=0)
     assert all(len(g.ids) == 9 and not g.finished and g.stop_reason == "length" for g in out)
     assert all(g.logprobs.shape == (9,) and g.logprobs.dtype == np.float32 for g in out)
@@ -133,8 +134,10 @@ def test_overflow_stop_and_max_thoughts() -> None:
         if g.stop_reason == "thought_limit":
             assert not g.finished and not fmt.delimiter.ends_thought(g.ids, 0, len(g.ids))
     few = StopRule(fmt, max_thought_tokens=4, max_thoughts=2, overflow="force")
-    out = tiny_backend().generate([PREFIX], n=4, max_new_tokens=40, temperature=1.0,
-                                  top_p=1.0, seed=3, stop=few)
+    be = tiny_backend()
+    be.eos_ids = frozenset({-1})  # no EOS: every row must end by max_thoughts
+    out = be.generate([PREFIX], n=4, max_new_tokens=40, temperature=1.0, top_p=1.0, seed=3,
+                      stop=few)
     for g in out:
         assert g.stop_reason == "max_thoughts" and g.finished
         assert len(split_thoughts(g.ids, fmt.delimiter)) == 2

@@ -192,7 +192,7 @@ def test_confidence_localizer_hand_built() -> None:
     clean = _chain([[3, 4], [5, 6]], prompt)
     r = loc.locate(None, clean, rng=rng)
     assert r.fell_back and r.step == 1 and "no token below" in r.reason
-    assert loc.pop_stats() == {"localize/calls": 5.0, "localize/fallbacks": 1.0}
+    assert loc.pop_stats() == {"localize/calls": 5.0, "localize/fallbacks": 1.0, "localize/batches": 5.0}
     skip = ConfidenceLocalizer(CountingLM(), threshold=0.5, fallback_mode="skip")
     assert skip.locate(None, clean, rng=rng).step is None
     with pytest.raises(ValueError):

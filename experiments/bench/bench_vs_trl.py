@@ -7,8 +7,19 @@ runs ``--repeats`` timed steps after one warm-up step; medians are printed.
 
     .venv/bin/python experiments/bench/bench_vs_trl.py                 # respo vs TRL, GRPO
     .venv/bin/python experiments/bench/bench_vs_trl.py --no-trl --variants grpo srpo:confidence srpo:prompted
+    .venv/bin/python experiments/bench/bench_vs_trl.py --serial ...     # also time the per-request path
+
+respo runs through the trainer (``respo.llm.train.train``), whose rollout is ``build_buffers``: all
+prompts of a step in lock-step, each round served by ONE ``LMSampler.extend_many`` (one
+``HFBackend.generate_groups``) and ONE ``locate_many``. ``--serial`` also times each variant with
+the batching hidden (the sampler and localizer answer one request per backend call, as before
+``llm-batching.md``). Printed per step: backend calls (``gen/calls``: sampling calls;
+``localize/batches``: localizer generations / forwards).
 
 Goals (issue 3): respo <= 0.5x TRL per GRPO step; SRPO step <= 1.3x GRPO step.
+Fairness: TRL's GRPOConfig turns gradient checkpointing ON by default, respo's config has it off;
+by default TRL runs with it off too (``--trl-gradient-checkpointing on`` restores TRL's default;
+the ``llm-training.md`` numbers before ``llm-batching.md`` had it on).
 Deviations: TRL stops at EOS or the token limit; respo also stops at a completed ``\\boxed{}``
 thought. With a random model neither stops early, so both generate the full limit.
 """
@@ -39,9 +50,16 @@ ap.add_argument("--completion-tokens", type=int, default=32)
 ap.add_argument("--hidden", type=int, default=128)
 ap.add_argument("--layers", type=int, default=4)
 ap.add_argument("--model", default="tiny", help="tiny | sft-warmup[:K] (TRL runs on the same weights)")
-ap.add_argument("--repeats", type=int, default=3)
+ap.add_argument("--repeats", type=int, default=3, help="timed steps per run (after one warm-up)")
+ap.add_argument("--rounds", type=int, default=1,
+                help="run every configuration this many times, interleaved; ratios are taken "
+                     "within a round, then the median over rounds (robust to load drift)")
 ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = leave as is)")
 ap.add_argument("--no-trl", action="store_true")
+ap.add_argument("--trl-gradient-checkpointing", choices=["match", "on"], default="match",
+                help="TRL's GRPOConfig defaults to gradient checkpointing (an extra forward in the "
+                     "backward); 'match' turns it off like respo's config, 'on' keeps TRL's default")
+ap.add_argument("--serial", action="store_true", help="also time each variant without batching")
 ap.add_argument("--variants", nargs="*", default=["grpo"],
                 help="respo variants to time, e.g. grpo srpo:confidence srpo:prompted")
 args = ap.parse_args()
@@ -61,15 +79,31 @@ BASE = dataclasses.replace(
 )
 
 
-def respo_times(variant: str) -> dict[str, float]:
+class _OneByOne:
+    """Hides ``extend_many`` / ``locate_many``: ``build_buffers`` then serves one request per call."""
+
+    def __init__(self, inner: object) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> object:
+        if name in ("extend_many", "locate_many"):
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
+
+def respo_times(variant: str, serial: bool = False) -> dict[str, float]:
     name, _, loc = variant.partition(":")
     cfg = dataclasses.replace(BASE, variant=name)
     if loc:
         cfg = dataclasses.replace(cfg, sampling=dataclasses.replace(cfg.sampling, localizer=loc))
     parts = build_parts(cfg)
+    if serial:
+        parts = dataclasses.replace(
+            parts, sampler=_OneByOne(parts.sampler),
+            localizer=None if parts.localizer is None else _OneByOne(parts.localizer))
     rows = list(train(cfg, parts))[1:]  # drop the warm-up step
-    med = {k: statistics.median(r[k] for r in rows) for k in rows[0] if k.startswith(("time/", "tokens/"))}
-    return med
+    keep = ("time/", "tokens/", "gen/calls", "localize/batches", "localize/calls")
+    return {k: statistics.median(r[k] for r in rows) for k in rows[0] if k.startswith(keep)}
 
 
 def trl_time(cfg: TrainConfig) -> dict[str, float]:
@@ -102,6 +136,8 @@ def trl_time(cfg: TrainConfig) -> dict[str, float]:
         learning_rate=cfg.optim.lr, beta=0.0, num_iterations=1, gradient_accumulation_steps=1,
         max_steps=1 + args.repeats, use_cpu=True, report_to="none", save_strategy="no",
         logging_steps=1, bf16=False, disable_tqdm=True,
+        gradient_checkpointing=(cfg.model.gradient_checkpointing
+                                if args.trl_gradient_checkpointing == "match" else True),
     )
     trainer = GRPOTrainer(model=model, reward_funcs=reward, args=gcfg, train_dataset=ds,
                           processing_class=tok, callbacks=[Timer()])
@@ -110,17 +146,39 @@ def trl_time(cfg: TrainConfig) -> dict[str, float]:
 
 
 # -- run ----------------------------------------------------------------------------------------
-results = {v: respo_times(v) for v in args.variants}
-for v, r in results.items():
-    print(f"respo {v:18s} step {r['time/step']:.3f}s  rollout {r['time/rollout']:.3f}  "
-          f"prep {r['time/prep']:.3f}  update {r['time/update']:.3f}  "
-          f"generated {r['tokens/generated']:.0f} tok  trained {r['tokens/trained']:.0f}  "
-          f"localization {r['tokens/localization']:.0f}")
-if "grpo" in results:
-    g = results["grpo"]["time/step"]
-    for v, r in results.items():
-        if v != "grpo":
-            print(f"{v} / grpo step time: {r['time/step'] / g:.2f}x")
-    if not args.no_trl:
-        t = trl_time(dataclasses.replace(BASE, variant="grpo"))["time/step"]
-        print(f"TRL GRPOTrainer step {t:.3f}s   respo/TRL = {g / t:.2f}x")
+runs = [(v, False) for v in args.variants] + ([(v, True) for v in args.variants] if args.serial else [])
+names = [v + (" serial" if ser else "") for v, ser in runs]
+per_round: list[dict[str, dict[str, float]]] = []
+for rnd in range(args.rounds):
+    res = {name: respo_times(v, ser) for name, (v, ser) in zip(names, runs, strict=True)}
+    if "grpo" in res and not args.no_trl:
+        res["TRL"] = trl_time(dataclasses.replace(BASE, variant="grpo"))
+    per_round.append(res)
+    print(f"round {rnd}: " + "  ".join(f"{k} {r['time/step']:.3f}s" for k, r in res.items()), flush=True)
+
+
+def med(name: str, key: str) -> float:
+    return statistics.median(r[name].get(key, 0.0) for r in per_round)
+
+
+def ratio(a: str, b: str) -> str:
+    xs = [r[a]["time/step"] / r[b]["time/step"] for r in per_round]
+    return f"{statistics.median(xs):.2f}x (rounds: {', '.join(f'{x:.2f}' for x in xs)})"
+
+
+print(f"\nmedians over {args.rounds} round(s) of the per-run medians of {args.repeats} timed steps:")
+for v in names:
+    print(f"respo {v:25s} step {med(v, 'time/step'):.3f}s  rollout {med(v, 'time/rollout'):.3f}  "
+          f"prep {med(v, 'time/prep'):.3f}  update {med(v, 'time/update'):.3f}  "
+          f"generated {med(v, 'tokens/generated'):.0f} tok  trained {med(v, 'tokens/trained'):.0f}  "
+          f"localization {med(v, 'tokens/localization'):.0f}  sampling calls {med(v, 'gen/calls'):.0f}  "
+          f"localizer calls {med(v, 'localize/batches'):.0f} (for {med(v, 'localize/calls'):.0f} parents)")
+for suffix in ("", " serial"):
+    if "grpo" + suffix in names:
+        for v in names:
+            if v != "grpo" + suffix and v.endswith(" serial") == bool(suffix):
+                print(f"{v} / grpo{suffix} step time: {ratio(v, 'grpo' + suffix)}")
+if "TRL" in per_round[0]:
+    print(f"TRL GRPOTrainer step {med('TRL', 'time/step'):.3f}s   respo grpo / TRL = {ratio('grpo', 'TRL')}")
+    if "grpo serial" in names:
+        print(f"respo grpo serial / TRL = {ratio('grpo serial', 'TRL')}")

@@ -7,12 +7,26 @@
 - ``continue_group(prefix, n, ...)``: n continuations of ONE token-exact prefix (a reset state);
   the prefix is prefilled once and its KV cache is expanded to the n rows.
 
+``GroupBackend`` adds ``generate_groups(prompts, counts, ...)``: ``counts[i]`` samples of prompt
+i, with a per-prompt ``max_new_tokens`` and ``StopRule``, returned as one list per prompt. It is
+what lets ``LMSampler.extend_many`` serve every prompt of a training step (fresh draws, suffix
+groups from different reset prefixes) in ONE batched call (``llm-batching.md``). A backend
+without it still works: the sampler then calls ``continue_group`` once per request.
+
 ``HFBackend`` implements them with a hand-written batched sampling loop over the model's
 ``DynamicCache``: left padding + attention mask + explicit position ids for ragged prompts, one
 prefill per distinct prompt (expanded n times with ``batch_repeat_interleave``), temperature and
-top-p sampling with a ``torch.Generator`` seeded from ``respo.seeding.int_seed_for(seed,
-"generation")`` (no global RNG, P7), finished rows pruned from the batch
-(``batch_select_indices``). It runs on CPU (fp32) and CUDA (bf16, pass ``dtype``); logits are
+top-p sampling by inverse CDF from per-row uniforms (no global RNG, P7), finished rows pruned
+from the batch (``batch_select_indices``).
+
+Random streams are per ROW, never per call: prompt i of a call has a seed (``seed[i]`` when a
+sequence is given; ``int_seed_for(seed, "prompt", i)`` for one int; ``continue_group`` uses
+``seed`` itself), and its j-th sample draws its uniforms from a torch generator seeded with
+``int_seed_for(prompt_seed, "generation", j)``. So a row's sample depends only on its prompt,
+prompt seed and index, not on which other prompts share the batch (up to float noise in the
+batched logits): batching many requests in one call gives the same chains as one call per
+request, and the first m samples of a prompt are the same whether n = m or n > m were asked
+(common random numbers across variants). It runs on CPU (fp32) and CUDA (bf16, pass ``dtype``); logits are
 cast to fp32 before
 sampling.
 
@@ -123,13 +137,43 @@ class GenerationBackend(Protocol):
     ) -> list[Generation]: ...
 
 
+@runtime_checkable
+class GroupBackend(GenerationBackend, Protocol):
+    """A GenerationBackend that also samples ragged groups of many prompts in one call.
+
+    ``generate_groups(prompts, counts, ...)`` returns ``out[i]``: ``counts[i]`` generations of
+    ``prompts[i]``. ``max_new_tokens`` and ``stop`` are one value for all prompts or one per
+    prompt (a reset suffix has less budget and fewer thoughts left than a fresh chain);
+    ``seed`` is one int or one seed per prompt; a sample's random stream must depend only on its
+    prompt's seed and its index within the prompt (see the module docstring).
+    Kept separate from ``GenerationBackend`` so that backends with only the two basic methods
+    (e.g. a replay backend) stay valid.
+    """
+
+    def generate_groups(
+        self,
+        prompts: Sequence[NDArray[np.int64]],
+        counts: Sequence[int],
+        *,
+        max_new_tokens: int | Sequence[int],
+        temperature: float,
+        top_p: float,
+        seed: int | Sequence[int],
+        stop: StopRule | None | Sequence[StopRule | None] = None,
+    ) -> list[list[Generation]]: ...
+
+
 def sample_next(
-    logits: torch.Tensor, *, temperature: float, top_p: float, generator: torch.Generator | None
+    logits: torch.Tensor, *, temperature: float, top_p: float, generator: torch.Generator | None,
+    uniforms: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Draw one token per row; return (tokens [B], log-softmax [B, V] they were scored with).
 
     ``temperature == 0`` is greedy. Otherwise sample from ``softmax(logits / T)`` restricted to
-    the smallest set of tokens whose probability reaches ``top_p`` (nucleus; at least one token).
+    the smallest set of tokens whose probability reaches ``top_p`` (nucleus; at least one token):
+    by inverse CDF of ``uniforms`` [B] in [0, 1) when given (row b's token is the first whose
+    cumulative probability exceeds ``uniforms[b]`` times the kept mass), else by
+    ``torch.multinomial`` with ``generator``.
     """
     logits = logits.float()
     if temperature < 0 or not 0 < top_p <= 1:
@@ -143,6 +187,11 @@ def sample_next(
         before = sorted_p.cumsum(-1) - sorted_p  # mass strictly above each token
         sorted_p = sorted_p.masked_fill(before >= top_p, 0.0)
         probs = torch.zeros_like(probs).scatter_(-1, order, sorted_p)
+    if uniforms is not None:
+        cdf = probs.double().cumsum(-1)
+        target = uniforms.to(cdf.device, torch.float64)[:, None] * cdf[:, -1:]
+        tok = (cdf <= target).sum(-1).clamp(max=probs.shape[-1] - 1)
+        return tok, logp
     tok = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
     return tok, logp
 
@@ -236,10 +285,11 @@ class HFBackend:
         stop: StopRule | None = None,
     ) -> list[Generation]:
         """n continuations of one prefix; the prefix is prefilled once (if ``share_prefix``)."""
-        return self.generate([prefix], n=n, max_new_tokens=max_new_tokens,
-                             temperature=temperature, top_p=top_p, seed=seed, stop=stop)
+        if n < 1:
+            raise ValueError(f"need n >= 1, got {n}")
+        return self.generate_groups([prefix], [n], max_new_tokens=max_new_tokens,
+                                    temperature=temperature, top_p=top_p, seed=[seed], stop=stop)[0]
 
-    @torch.no_grad()
     def generate(
         self,
         prompts: Sequence[NDArray[np.int64]],
@@ -252,15 +302,62 @@ class HFBackend:
         stop: StopRule | None = None,
     ) -> list[Generation]:
         """n samples per prompt, prompt-major; see the module docstring for the stop rules."""
-        if n < 1 or max_new_tokens < 1:
-            raise ValueError(f"need n >= 1 and max_new_tokens >= 1, got {n}, {max_new_tokens}")
+        if n < 1:
+            raise ValueError(f"need n >= 1, got {n}")
+        groups = self.generate_groups(prompts, [n] * len(prompts), max_new_tokens=max_new_tokens,
+                                      temperature=temperature, top_p=top_p, seed=seed, stop=stop)
+        return [g for group in groups for g in group]
+
+    @torch.no_grad()
+    def generate_groups(
+        self,
+        prompts: Sequence[NDArray[np.int64]],
+        counts: Sequence[int],
+        *,
+        max_new_tokens: int | Sequence[int],
+        temperature: float,
+        top_p: float,
+        seed: int | Sequence[int],
+        stop: StopRule | None | Sequence[StopRule | None] = None,
+    ) -> list[list[Generation]]:
+        """``counts[i]`` samples of ``prompts[i]`` for every i, in one batched loop.
+
+        One prefill per prompt (``share_prefix``), its KV rows expanded to ``counts[i]`` rows;
+        ``max_new_tokens``, ``stop`` and ``seed`` apply per prompt when given as sequences
+        (random streams: see the module docstring).
+        """
         prompts = [np.asarray(p, dtype=np.int64) for p in prompts]
         if not prompts or any(p.ndim != 1 or len(p) == 0 for p in prompts):
             raise ValueError("prompts must be non-empty 1-D id arrays")
-        gen = torch.Generator(device=self.device)
-        gen.manual_seed(int_seed_for(int(seed), "generation"))
+        counts = [int(c) for c in counts]
+        if len(counts) != len(prompts) or any(c < 1 for c in counts):
+            raise ValueError(f"need one count >= 1 per prompt, got {counts} for {len(prompts)} prompts")
+        limits = ([int(max_new_tokens)] * len(prompts) if isinstance(max_new_tokens, (int, np.integer))
+                  else [int(m) for m in max_new_tokens])
+        if len(limits) != len(prompts) or any(m < 1 for m in limits):
+            raise ValueError(f"need max_new_tokens >= 1 per prompt, got {max_new_tokens}")
+        stops: list[StopRule | None] = (list(stop) if isinstance(stop, (list, tuple))
+                                        else [stop] * len(prompts))  # type: ignore[list-item]
+        if len(stops) != len(prompts):
+            raise ValueError(f"{len(stops)} stop rules for {len(prompts)} prompts")
+        if isinstance(seed, (int, np.integer)):
+            seeds = [int_seed_for(int(seed), "prompt", i) for i in range(len(prompts))]
+        else:
+            seeds = [int(x) for x in seed]
+        if len(seeds) != len(prompts):
+            raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts")
 
-        rows_in = prompts if self.share_prefix else [p for p in prompts for _ in range(n)]
+        owner = [i for i, c in enumerate(counts) for _ in range(c)]  # prompt of each output row
+        unif: torch.Tensor | None = None  # [rows, max steps]: row r's uniform for step t
+        if temperature > 0:
+            unif = torch.zeros((len(owner), max(limits)), dtype=torch.float64)
+            nth = [0] * len(prompts)
+            for r, i in enumerate(owner):
+                g = torch.Generator().manual_seed(int_seed_for(seeds[i], "generation", nth[i]))
+                unif[r, : limits[i]] = torch.rand(limits[i], generator=g, dtype=torch.float64)
+                nth[i] += 1
+            unif = unif.to(self.device)
+        rows_in = prompts if self.share_prefix else [prompts[i] for i in owner]
         width = max(len(p) for p in rows_in)
         inp = torch.full((len(rows_in), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(rows_in), width), dtype=torch.long)
@@ -275,16 +372,23 @@ class HFBackend:
         cache = DynamicCache(config=self.model.config)
         logits, cache = self._forward(cache, input_ids=inp, attention_mask=mask,
                                       position_ids=pos, logits_to_keep=1)
-        if self.share_prefix and n > 1:  # one prefill per prompt, KV expanded to n rows
-            cache.batch_repeat_interleave(n)
-            mask = mask.repeat_interleave(n, dim=0)
-            logits = logits.repeat_interleave(n, dim=0)
+        if self.share_prefix and len(owner) > len(prompts):  # one prefill per prompt, KV expanded
+            if len(set(counts)) == 1:
+                cache.batch_repeat_interleave(counts[0])
+                mask = mask.repeat_interleave(counts[0], dim=0)
+                logits = logits.repeat_interleave(counts[0], dim=0)
+            else:
+                idx = torch.tensor(owner, dtype=torch.long, device=self.device)
+                cache.batch_select_indices(idx)
+                mask, logits = mask[idx], logits[idx]
         next_pos = mask.sum(-1)
 
-        rows = [_Row() for _ in range(len(prompts) * n)]
+        rows = [_Row() for _ in owner]
         active = list(range(len(rows)))  # output row index of each batch row
-        for _t in range(max_new_tokens):
-            tok_t, logp_t = sample_next(logits, temperature=temperature, top_p=top_p, generator=gen)
+        for t in range(max(limits)):
+            tok_t, logp_t = sample_next(logits, temperature=temperature, top_p=top_p,
+                                        generator=None,
+                                        uniforms=None if unif is None else unif[:, t])
             toks = tok_t.tolist()
             forced_rows = [b for b, r in enumerate(active) if rows[r].pending]
             for b in forced_rows:
@@ -293,7 +397,8 @@ class HFBackend:
             lps = logp_t.gather(-1, tok_t[:, None]).squeeze(-1).tolist()
             forced_set = set(forced_rows)
             for b, r in enumerate(active):
-                self._advance(rows[r], toks[b], lps[b], b in forced_set, stop, max_new_tokens)
+                self._advance(rows[r], toks[b], lps[b], b in forced_set, stops[owner[r]],
+                              limits[owner[r]])
             keep = [b for b, r in enumerate(active) if not rows[r].done]
             if not keep:
                 break
@@ -301,16 +406,19 @@ class HFBackend:
                 idx = torch.tensor(keep, dtype=torch.long, device=self.device)
                 cache.batch_select_indices(idx)
                 mask, next_pos, tok_t = mask[idx], next_pos[idx], tok_t[idx]
+                if unif is not None:
+                    unif = unif[idx]
                 active = [active[b] for b in keep]
             mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=-1)
             logits, cache = self._forward(cache, input_ids=tok_t[:, None], attention_mask=mask,
                                           position_ids=next_pos[:, None])
             next_pos = next_pos + 1
-        return [
-            Generation(np.asarray(r.ids, dtype=np.int64), np.asarray(r.logprobs, dtype=np.float32),
-                       r.finished, r.reason, r.n_forced)
-            for r in rows
-        ]
+        out: list[list[Generation]] = [[] for _ in prompts]
+        for i, row in zip(owner, rows, strict=True):
+            out[i].append(Generation(np.asarray(row.ids, dtype=np.int64),
+                                     np.asarray(row.logprobs, dtype=np.float32),
+                                     row.finished, row.reason, row.n_forced))
+        return out
 
     def _advance(self, row: _Row, tok: int, lp: float, forced: bool, stop: StopRule | None,
                  max_new_tokens: int) -> None:

@@ -10,6 +10,12 @@
   step is the first thought holding a response token whose probability under the policy is below
   ``threshold``; none below -> fallback.
 
+Both offer ``locate_many(policy, [(parent, rng), ...])`` (``respo.buffer.BatchLocalizer``): the
+prompted localizer runs ONE batched generation over all parents' prompts (one seed draw from
+each request's rng, per-row random streams as in ``LMSampler.extend_many``, so the replies equal
+one-by-one ``locate``'s; same parse and fallback rules and counters), the confidence localizer one right-padded teacher-forced forward (split into chunks of
+at most ``max_batch_tokens`` padded tokens). ``localize/batches`` counts the backend / model calls.
+
 Deviation from the authors' code (P9): there every failure (unparseable, 0, exception) silently
 becomes step 1. Here only *parse* failures fall back, per ``fallback_mode`` (default "step1",
 their behaviour), always with ``fell_back=True`` and a reason, and they are counted
@@ -20,7 +26,7 @@ generated but never trained; they are counted in ``localize/tokens``.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -28,7 +34,7 @@ import torch
 from numpy.random import Generator
 from numpy.typing import NDArray
 
-from respo.llm.generation import GenerationBackend
+from respo.llm.generation import GenerationBackend, GroupBackend
 from respo.llm.prompts import localization_messages
 from respo.llm.sampler import resolve_backend
 from respo.llm.thoughts import strip_delimiter
@@ -119,7 +125,7 @@ class PromptedSelfLocalizer:
         self.fallback_mode = fallback_mode
         self.last: dict[str, Any] = {}
         self._stats = dict.fromkeys(("localize/tokens", "localize/calls", "localize/fallbacks",
-                                     "localize/truncated"), 0.0)
+                                     "localize/truncated", "localize/batches"), 0.0)
 
     @classmethod
     def for_sampler(cls, sampler: Any, **kw: Any) -> PromptedSelfLocalizer:
@@ -141,13 +147,35 @@ class PromptedSelfLocalizer:
                           dtype=np.int64)
 
     def locate(self, policy: object, failed: Chain[TokenState], *, rng: Generator) -> LocateResult:
-        n = failed.n_thoughts
-        if n < 1:
+        return self.locate_many(policy, [(failed, rng)])[0]
+
+    def locate_many(
+        self, policy: object, requests: Sequence[tuple[Chain[TokenState], Generator]]
+    ) -> list[LocateResult]:
+        """``[locate(policy, parent, rng) for ...]`` with one batched generation for all parents."""
+        reqs = list(requests)
+        if not reqs:
+            return []
+        if any(c.n_thoughts < 1 for c, _ in reqs):
             raise ValueError("cannot localize in a chain with no thoughts")
         backend = resolve_backend(policy, self.backend)
-        seed = int(rng.integers(0, 2**63 - 1))
-        g = backend.generate([self.prompt_ids(failed)], n=1, max_new_tokens=self.max_new_tokens,
-                             temperature=self.temperature, top_p=self.top_p, seed=seed)[0]
+        prompts = [self.prompt_ids(c) for c, _ in reqs]
+        seeds = [int(r.integers(0, 2**63 - 1)) for _, r in reqs]
+        kw: dict[str, Any] = dict(max_new_tokens=self.max_new_tokens, temperature=self.temperature,
+                                  top_p=self.top_p)
+        if isinstance(backend, GroupBackend):
+            gens = [g for grp in backend.generate_groups(prompts, [1] * len(prompts), seed=seeds, **kw)
+                    for g in grp]
+            self._stats["localize/batches"] += 1
+        else:  # one call per parent
+            gens = [backend.continue_group(p, 1, seed=s, **kw)[0] for p, s in zip(prompts, seeds, strict=True)]
+            self._stats["localize/batches"] += len(prompts)
+        if len(gens) != len(reqs):
+            raise RuntimeError(f"backend returned {len(gens)} generations for {len(reqs)} prompts")
+        return [self._finish(c, g, r) for (c, r), g in zip(reqs, gens, strict=True)]
+
+    def _finish(self, failed: Chain[TokenState], g: Any, rng: Generator) -> LocateResult:
+        n = failed.n_thoughts
         reply = self._decode(g.ids)
         step, reason = parse_localization(reply, n, step_mentions=self.step_mentions)
         self._stats["localize/tokens"] += len(g.ids)
@@ -179,6 +207,49 @@ def token_probs(model: Any, ids: NDArray[np.int64], *, temperature: float = 1.0)
     return lp.exp().double().cpu().numpy()
 
 
+def token_probs_many(model: Any, seqs: Sequence[NDArray[np.int64]], *, temperature: float = 1.0,
+                     max_batch_tokens: int = 8192) -> list[NDArray[np.float64]]:
+    """``token_probs`` of each sequence, from right-padded batched forwards.
+
+    Sequences are sorted by length and cut into chunks of at most ``max_batch_tokens`` padded
+    tokens (at least one sequence per chunk), which bounds the [B, T, V] logits. Right padding
+    with an attention mask leaves every real position's causal context unchanged.
+    """
+    return _padded_token_probs(model, seqs, temperature, max_batch_tokens)[0]
+
+
+@torch.no_grad()
+def _padded_token_probs(model: Any, seqs: Sequence[NDArray[np.int64]], temperature: float,
+                        max_batch_tokens: int) -> tuple[list[NDArray[np.float64]], int]:
+    """(``token_probs_many``'s answer, number of forward passes it took)."""
+    param = next(model.parameters())
+    arrs = [np.asarray(x, dtype=np.int64) for x in seqs]
+    if any(a.ndim != 1 or len(a) < 2 for a in arrs):
+        raise ValueError("each sequence needs >= 2 tokens")
+    order = sorted(range(len(arrs)), key=lambda i: -len(arrs[i]))
+    out: list[NDArray[np.float64] | None] = [None] * len(arrs)
+    j = forwards = 0
+    while j < len(order):
+        forwards += 1
+        width = len(arrs[order[j]])
+        rows = max(1, max_batch_tokens // width)
+        chunk = order[j: j + rows]
+        j += len(chunk)
+        x = torch.zeros((len(chunk), width), dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for b, i in enumerate(chunk):
+            x[b, : len(arrs[i])] = torch.tensor(arrs[i], dtype=torch.long)
+            mask[b, : len(arrs[i])] = 1
+        x, mask = x.to(param.device), mask.to(param.device)
+        pos = torch.arange(width, device=param.device).expand(len(chunk), width)
+        logits = model(input_ids=x, attention_mask=mask, position_ids=pos).logits[:, :-1].float()
+        lp = torch.log_softmax(logits / temperature, -1).gather(-1, x[:, 1:, None]).squeeze(-1)
+        p = lp.exp().double().cpu().numpy()
+        for b, i in enumerate(chunk):
+            out[i] = p[b, : len(arrs[i]) - 1]
+    return [o for o in out if o is not None], forwards
+
+
 class ConfidenceLocalizer:
     """Reset at the first thought holding a token the policy found unlikely (see module docstring).
 
@@ -188,7 +259,7 @@ class ConfidenceLocalizer:
     """
 
     def __init__(self, model: Any, *, threshold: float, fallback_mode: str = "step1",
-                 temperature: float = 1.0) -> None:
+                 temperature: float = 1.0, max_batch_tokens: int = 8192) -> None:
         check_fallback_mode(fallback_mode)
         if not 0.0 < threshold <= 1.0:
             raise ValueError(f"threshold must lie in (0, 1], got {threshold}")
@@ -196,18 +267,43 @@ class ConfidenceLocalizer:
         self.threshold = threshold
         self.fallback_mode = fallback_mode
         self.temperature = temperature
-        self._stats = dict.fromkeys(("localize/calls", "localize/fallbacks"), 0.0)
+        self.max_batch_tokens = max_batch_tokens
+        self._stats = dict.fromkeys(("localize/calls", "localize/fallbacks", "localize/batches"),
+                                    0.0)
 
-    def locate(self, policy: object, failed: Chain[TokenState], *, rng: Generator) -> LocateResult:
-        n = failed.n_thoughts
-        if n < 1:
-            raise ValueError("cannot localize in a chain with no thoughts")
+    def _model(self, policy: object) -> Any:
         model = self.model if policy is None else policy
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"policy must be None or a torch module, got {type(policy).__name__}")
+        return model
+
+    def locate(self, policy: object, failed: Chain[TokenState], *, rng: Generator) -> LocateResult:
+        if failed.n_thoughts < 1:
+            raise ValueError("cannot localize in a chain with no thoughts")
+        model = self._model(policy)
+        self._stats["localize/batches"] += 1
+        p = token_probs(model, failed.states[-1].ids, temperature=self.temperature)
+        return self._finish(failed, p, rng)
+
+    def locate_many(
+        self, policy: object, requests: Sequence[tuple[Chain[TokenState], Generator]]
+    ) -> list[LocateResult]:
+        """``[locate(policy, parent, rng) for ...]`` from padded batched forwards."""
+        reqs = list(requests)
+        if not reqs:
+            return []
+        if any(c.n_thoughts < 1 for c, _ in reqs):
+            raise ValueError("cannot localize in a chain with no thoughts")
+        model = self._model(policy)
+        probs, forwards = _padded_token_probs(model, [c.states[-1].ids for c, _ in reqs],
+                                              self.temperature, self.max_batch_tokens)
+        self._stats["localize/batches"] += forwards
+        return [self._finish(c, p, r) for (c, r), p in zip(reqs, probs, strict=True)]
+
+    def _finish(self, failed: Chain[TokenState], p: NDArray[np.float64], rng: Generator) -> LocateResult:
+        n = failed.n_thoughts
         self._stats["localize/calls"] += 1
         st = failed.states
-        p = token_probs(model, st[-1].ids, temperature=self.temperature)
         start = st[0].prompt_len
         if start == 0:
             raise ValueError("chain has an empty prompt: the first token has no probability")

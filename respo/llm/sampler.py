@@ -6,6 +6,14 @@ at delimiter tokens (``respo.llm.thoughts``), scores the whole response text wit
 ``reward(problem, text)`` (validated by ``check_reward``), and returns chains whose states are the
 prefix followed by one state per new thought, with ``prefix_len = len(prefix) - 1``.
 
+``extend_many(policy, [(prefix, n, rng), ...])`` serves many requests (different prefixes and
+n; e.g. every prompt of a training step, ``respo.buffer.build_buffers``) with ONE
+``GroupBackend.generate_groups`` call under the same per-chain contract. Each request's rng is
+consumed exactly as by ``extend`` (one integer draw), and that draw is the request's prompt seed
+in the call; the backend's random streams are per row (``respo.llm.generation``), so
+``extend_many(requests)`` gives the same chains as ``[extend(r) for r in requests]`` (up to
+float noise in batched logits): batching changes speed, not samples.
+
 How the sampler knows the problem of a state: ``root(problem)`` renders the completion prompt,
 tokenizes it and registers the problem under the prompt's id bytes; ``problem_of(state)`` looks
 it up from any state of a chain (the prompt ids are always its first ``prompt_len`` tokens).
@@ -18,13 +26,14 @@ single incomplete thought (so a chain always has >= 1 thought; ``info["truncated
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
 from numpy.random import Generator
 
-from respo.llm.generation import Generation, GenerationBackend, StopRule
+from respo.llm.generation import Generation, GenerationBackend, GroupBackend, StopRule
 from respo.llm.prompts import PromptVariant, completion_prompt
 from respo.llm.thoughts import (
     AnswerDetector,
@@ -93,7 +102,7 @@ class LMSampler:
                              max_thoughts=cfg.max_thoughts, overflow=cfg.overflow)
         self._problems: dict[bytes, Problem] = {}
         self._stats = dict.fromkeys(("gen/tokens", "gen/chains", "gen/truncated",
-                                     "gen/forced_tokens"), 0.0)
+                                     "gen/forced_tokens", "gen/calls"), 0.0)
 
     # -- problems --------------------------------------------------------------------------
     def prompt_ids(self, problem: Problem) -> np.ndarray:
@@ -126,10 +135,8 @@ class LMSampler:
                            "LMSampler.root(problem)") from None
 
     # -- sampling --------------------------------------------------------------------------
-    def extend(
-        self, policy: object, prefix: tuple[TokenState, ...], n: int, *, rng: Generator
-    ) -> list[Chain[TokenState]]:
-        """n continuations of ``prefix`` as chains (Sampler protocol; see module docstring)."""
+    def _prepare(self, prefix: tuple[TokenState, ...], n: int) -> tuple[Problem, int, StopRule]:
+        """Validate one request; return (problem, token budget left, stop rule for the rest)."""
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
         if not prefix or not all(isinstance(s, TokenState) for s in prefix):
@@ -137,21 +144,53 @@ class LMSampler:
         last = prefix[-1]
         if not np.array_equal(last.ids[: len(prefix[0])], prefix[0].ids):
             raise ValueError("prefix states do not extend their root")
-        backend = resolve_backend(policy, self.backend)
         problem = self.problem_of(last)
         k = len(prefix) - 1
         budget = self.cfg.max_new_tokens - (len(last) - last.prompt_len)
         if budget < 1 or k >= self.cfg.max_thoughts:
             raise ValueError(f"prefix of {k} thoughts / {len(last) - last.prompt_len} tokens "
                              "leaves no room under max_thoughts / max_new_tokens")
-        stop = replace(self.stop, max_thoughts=self.cfg.max_thoughts - k)
+        return problem, budget, replace(self.stop, max_thoughts=self.cfg.max_thoughts - k)
+
+    def extend(
+        self, policy: object, prefix: tuple[TokenState, ...], n: int, *, rng: Generator
+    ) -> list[Chain[TokenState]]:
+        """n continuations of ``prefix`` as chains (Sampler protocol; see module docstring)."""
+        problem, budget, stop = self._prepare(prefix, n)
+        backend = resolve_backend(policy, self.backend)
         seed = int(rng.integers(0, 2**63 - 1))
-        gens = backend.continue_group(last.ids, n, max_new_tokens=budget,
+        gens = backend.continue_group(prefix[-1].ids, n, max_new_tokens=budget,
                                       temperature=self.cfg.temperature, top_p=self.cfg.top_p,
                                       seed=seed, stop=stop)
+        self._stats["gen/calls"] += 1
         if len(gens) != n:
             raise RuntimeError(f"backend returned {len(gens)} generations, asked for {n}")
         return [self._chain(prefix, g, problem) for g in gens]
+
+    def extend_many(
+        self, policy: object, requests: Sequence[tuple[tuple[TokenState, ...], int, Generator]]
+    ) -> list[list[Chain[TokenState]]]:
+        """``[extend(policy, prefix, n, rng) for ...]`` in one backend call (``BatchSampler``).
+
+        Falls back to one ``extend`` per request when the backend has no ``generate_groups``.
+        """
+        reqs = list(requests)
+        if not reqs:
+            return []
+        backend = resolve_backend(policy, self.backend)
+        if len(reqs) == 1 or not isinstance(backend, GroupBackend):
+            return [self.extend(policy, p, n, rng=r) for p, n, r in reqs]
+        preps = [self._prepare(p, n) for p, n, _ in reqs]
+        seeds = [int(r.integers(0, 2**63 - 1)) for _, _, r in reqs]
+        groups = backend.generate_groups(
+            [p[-1].ids for p, _, _ in reqs], [n for _, n, _ in reqs],
+            max_new_tokens=[b for _, b, _ in preps], temperature=self.cfg.temperature,
+            top_p=self.cfg.top_p, seed=seeds, stop=[st for _, _, st in preps])
+        self._stats["gen/calls"] += 1
+        if len(groups) != len(reqs) or any(len(g) != n for g, (_, n, _) in zip(groups, reqs, strict=False)):
+            raise RuntimeError("backend's generate_groups answered the wrong number of generations")
+        return [[self._chain(p, g, prob) for g in gens]
+                for (p, _, _), (prob, _, _), gens in zip(reqs, preps, groups, strict=True)]
 
     def _chain(self, prefix: tuple[TokenState, ...], g: Generation,
                problem: Problem) -> Chain[TokenState]:

@@ -22,6 +22,7 @@ from respo.resets import Chain, OracleLocalizer, UniformLocalizer
 from respo.seeding import int_seed_for, rng_for
 from respo.tasks.base import Problem
 
+
 def build_task(name: str) -> Any:
     """A task that generates its own problems, by ``respo.tasks.make_task`` name.
 
