@@ -149,3 +149,19 @@ def test_resume_is_exact_with_the_real_sampler(tmp_path):
     a = [without_wall_clock(r) for r in read_jsonl(tmp_path / "full" / "metrics.jsonl")]
     b = [without_wall_clock(r) for r in read_jsonl(tmp_path / "cut" / "metrics.jsonl")]
     assert len(a) == 3 and a == b
+
+
+def test_tensorboard_sink_writes_event_files(tmp_path):
+    """``respo train --tensorboard`` writes TensorBoard event files beside metrics.jsonl."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "respo.cli", "train", "--preset", "tiny-smoke", "--steps", "1",
+         "--runs-dir", str(tmp_path), "--name", "tb", "--tensorboard", "--no-progress", "--threads", "1"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    events = list((tmp_path / "tb" / "tensorboard").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
+    assert (tmp_path / "tb" / "metrics.jsonl").read_text().count("\n") == 1

@@ -40,7 +40,6 @@ def _run(cmd: list[str], timeout: float = 300) -> None:
     assert proc.returncode == 0, out[-3000:] + err[-3000:]
 
 
-@pytest.mark.slow
 def test_two_processes_match_one(tmp_path):
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
     if torchrun is None:
