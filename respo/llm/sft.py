@@ -1,0 +1,608 @@
+"""Supervised warm-up of the CPU synthetic track: a tiny character LM learns the arithmetic chains.
+
+The RL phase needs a starting policy that is *imperfect and improvable*: it must solve the task
+often enough for rewards to vary within a group, and fail often enough for resets to matter. This
+module trains one from scratch (``cpu-track.md``): a ~1M-parameter Llama (hidden 128, 4 layers,
+4 heads, intermediate 512, tied embeddings) over ``respo.llm.models.char_tokenizer``, on
+``respo.tasks.synthetic`` chains of which ``error_frac`` (15%) carry one injected wrong step
+with the later steps consistent with it, so the model also learns to make (and carry) slips.
+
+What lives here:
+
+- ``SFTConfig``: every knob of the warm-up, hashed into the cache key (``SFTConfig.key``).
+- ``sft_examples``: prompt + solution token ids, rendered EXACTLY as ``LMSampler`` sees them:
+  the prompt is ``LMSampler.prompt_ids`` (``completion_prompt(question, delimiter="\\n",
+  variant="small")`` through the tokenizer with its default specials: no BOS for the char
+  tokenizer), the solution is each line's ids followed by the canonical delimiter ids (the
+  newline token). The last line is ``\\boxed{v}`` (``answer_style="boxed"``, the setting of the
+  RL trainer's ``arithmetic`` task), which the sampler's default ``boxed_answer`` detector
+  recognises, so generation stops with ``stop_reason="answer"`` right after its newline; no EOS
+  is appended (the sampler never samples past a final thought). The loss mask covers the
+  solution tokens only (delimiters included).
+- ``sft_loss``: token-mean cross entropy on the solution tokens; the prompt prefix shared by the
+  whole batch (the fixed instruction text) is run once and its KV cache repeated over the batch,
+  which gives the same logits as a full forward pass (a test checks it) at about half the cost.
+- ``train_sft(cfg)``: AdamW, linear warm-up then cosine decay over ``schedule_steps``; returns the
+  model and the per-step history. No I/O, no argv (P11).
+- ``evaluate_policy``: greedy and sampled pass@1 of the plain agent with ``HFBackend`` and
+  ``LMSampler`` (the objects the RL loop uses), plus the per-step error rate and the distribution
+  of the first wrong step of sampled chains (``task.first_error``).
+- ``warmup_checkpoint(cfg, cache_dir)``: train once, save (``save_pretrained`` model and
+  tokenizer + ``sft.json``) atomically under ``cache_dir/sft-<key>``, reuse afterwards. The
+  folder loads with plain transformers, so the RL trainer can take it as ``--model.name <dir>``.
+
+Deviations: none from the paper, which starts from an instruction-tuned model; this warm-up is
+the CPU-track substitute for that model (``cpu-track.md``).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import inspect
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+# Every respo.llm module is imported here, at import time, not lazily inside functions: a long
+# run must not pick up a half-edited sibling module in the middle of training.
+from respo.llm.generation import Generation, HFBackend
+from respo.llm.models import char_tokenizer, tiny_model
+from respo.llm.prompts import PromptVariant, completion_prompt
+from respo.llm.sampler import LMSampler, SampleConfig
+from respo.llm.thoughts import ThoughtFormat
+from respo.seeding import int_seed_for, rng_for
+from respo.tasks.base import Problem
+from respo.tasks.synthetic import OPS, ArithmeticSpec, generate_problems, warmup_examples
+
+FORMAT_VERSION = 1
+"""Bumped whenever the rendering, the training loop or the saved layout changes (part of the key)."""
+
+INFO_FILE = "sft.json"
+"""Metadata file of a cached warm-up checkpoint (config, history, metrics)."""
+
+
+@dataclass(frozen=True)
+class SFTConfig:
+    """The supervised warm-up run (defaults: the measured starting point of ``cpu-track.md``)."""
+
+    hidden: int = 128
+    """Hidden size of the Llama (cpu-track.md: 128)."""
+    layers: int = 4
+    """Transformer layers (cpu-track.md: 4)."""
+    heads: int = 4
+    """Attention heads (cpu-track.md: 4)."""
+    intermediate: int = 512
+    """MLP width (cpu-track.md: 512); with tied embeddings about 1.05M parameters in all."""
+    steps: int = 600
+    """Optimizer steps actually taken (cpu-track.md: sharp transition at ~400-450 steps; ~600
+    saturates greedy accuracy)."""
+    schedule_steps: int | None = None
+    """Length of the cosine schedule (None = ``steps``). Setting it above ``steps`` describes a
+    run stopped early: the model after ``steps`` steps of a longer schedule (snapshots)."""
+    batch_size: int = 128
+    """Examples per optimizer step (cpu-track.md: 128). Each example is a fresh problem."""
+    lr: float = 3e-3
+    """Peak AdamW learning rate (cpu-track.md: 3e-3)."""
+    warmup_steps: int = 20
+    """Linear learning-rate warm-up steps before the cosine decay."""
+    min_lr_frac: float = 0.0
+    """Final learning rate as a fraction of ``lr`` at the end of the cosine."""
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+    betas: tuple[float, float] = (0.9, 0.95)
+    """AdamW betas."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this (0 disables)."""
+    error_frac: float = 0.15
+    """Fraction of training chains with one injected wrong step, later steps consistent with it
+    (cpu-track.md: 15%); makes the warmed-up policy imperfect in the way resets can fix."""
+    seed: int = 0
+    """Root seed: model init ``int_seed_for(seed, "init")``, problems ``(seed, "data", "sft")``,
+    corruptions ``(seed, "data", "warmup")``."""
+    min_steps: int = 3
+    """Fewest operations per problem (``ArithmeticSpec.min_steps``)."""
+    max_steps: int = 6
+    """Most operations per problem (``ArithmeticSpec.max_steps``)."""
+    modulus: int = 10
+    """Values modulo this (``ArithmeticSpec.modulus``)."""
+    ops: tuple[str, ...] = OPS
+    """Operation set (``ArithmeticSpec.ops``)."""
+    answer_style: Literal["equals", "boxed"] = "boxed"
+    """Final line ``\\boxed{v}`` (detected by the sampler's default ``boxed_answer``, as in the RL
+    trainer's ``arithmetic`` task) or ``=v`` (needs another answer detector in the sampler)."""
+    delimiter: str = "\n"
+    """Thought delimiter the sampler will use (``SamplingConfig.delimiter``)."""
+    prompt_variant: PromptVariant = "small"
+    """Completion prompt wording the sampler will use (``SamplingConfig.prompt_variant``)."""
+
+    def __post_init__(self) -> None:
+        for k in ("hidden", "layers", "heads", "intermediate", "steps", "batch_size"):
+            if getattr(self, k) < 1:
+                raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
+        if self.schedule_steps is not None and self.schedule_steps < self.steps:
+            raise ValueError(f"schedule_steps={self.schedule_steps} must be >= steps={self.steps}")
+        if self.warmup_steps < 0 or not 0.0 <= self.min_lr_frac <= 1.0:
+            raise ValueError("need warmup_steps >= 0 and 0 <= min_lr_frac <= 1")
+        _ = self.spec  # validates the task fields
+
+    @property
+    def spec(self) -> ArithmeticSpec:
+        """The task spec of the training problems."""
+        return ArithmeticSpec(min_steps=self.min_steps, max_steps=self.max_steps, modulus=self.modulus,
+                              ops=tuple(self.ops), answer_style=self.answer_style)
+
+    @property
+    def total_schedule(self) -> int:
+        """Cosine length in steps (``schedule_steps`` or ``steps``)."""
+        return self.schedule_steps if self.schedule_steps is not None else self.steps
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields (tuples become lists)."""
+        out: dict[str, Any] = json.loads(json.dumps(dataclasses.asdict(self)))
+        return out
+
+    def key(self) -> str:
+        """Cache key: hash of every field (``schedule_steps`` resolved) and ``FORMAT_VERSION``."""
+        d = self.to_dict()
+        d["schedule_steps"] = self.total_schedule
+        blob = json.dumps({"v": FORMAT_VERSION, "cfg": d}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SFTConfig:
+        """Inverse of ``to_dict``."""
+        kw: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        return cls(**kw)
+
+
+# -- rendering -----------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class SFTExample:
+    """One training sequence: ``ids`` = prompt ids + solution ids; loss on ``ids[prompt_len:]``."""
+
+    ids: np.ndarray
+    prompt_len: int
+    first_error: int | None = None
+    problem_id: str = ""
+
+    @property
+    def loss_mask(self) -> np.ndarray:
+        """Bool [T]: True on solution tokens (the trained ones)."""
+        return np.arange(len(self.ids)) >= self.prompt_len
+
+
+def prompt_ids(tokenizer: Any, question: str, *, delimiter: str = "\n",
+               variant: PromptVariant = "small") -> np.ndarray:
+    """The prompt ids ``LMSampler.prompt_ids`` builds (a test checks they agree)."""
+    text = completion_prompt(question, delimiter=delimiter, variant=variant)
+    return np.asarray(tokenizer(text)["input_ids"], dtype=np.int64)
+
+
+def delimiter_ids(tokenizer: Any, delimiter: str) -> list[int]:
+    """Canonical token ids of the delimiter (``Delimiter.from_tokenizer(...).canonical``)."""
+    return [int(i) for i in tokenizer.encode(delimiter, add_special_tokens=False)]
+
+
+def sft_examples(
+    data: Sequence[tuple[Problem, Sequence[str], int | None]],
+    tokenizer: Any,
+    *,
+    delimiter: str = "\n",
+    prompt_variant: PromptVariant = "small",
+) -> list[SFTExample]:
+    """Render ``(problem, lines, first_error)`` triples (``warmup_examples``) as token ids.
+
+    ids = prompt ids ++ for each line: ids(line) ++ ids(delimiter). Lines must not contain the
+    delimiter text (each line is one thought).
+    """
+    delim = delimiter_ids(tokenizer, delimiter)
+    out = []
+    for problem, lines, first_error in data:
+        p = prompt_ids(tokenizer, problem.question, delimiter=delimiter, variant=prompt_variant)
+        sol: list[int] = []
+        for line in lines:
+            if delimiter in line:
+                raise ValueError(f"line {line!r} of {problem.id!r} contains the delimiter")
+            sol += [int(i) for i in tokenizer.encode(line, add_special_tokens=False)] + delim
+        ids = np.concatenate([p, np.asarray(sol, dtype=np.int64)])
+        out.append(SFTExample(ids, len(p), first_error, problem.id))
+    return out
+
+
+def training_data(cfg: SFTConfig, tokenizer: Any, n: int) -> list[SFTExample]:
+    """The first ``n`` training examples of ``cfg`` (a prefix-stable stream: distinct problems
+    keyed by ``(seed, "data", "sft")``, corruptions by ``(seed, "data", "warmup")``)."""
+    problems = generate_problems(cfg.spec, n, seed=cfg.seed, split="sft")
+    data = warmup_examples(problems, seed=cfg.seed, error_frac=cfg.error_frac)
+    return sft_examples(data, tokenizer, delimiter=cfg.delimiter, prompt_variant=cfg.prompt_variant)
+
+
+# -- model and loss ------------------------------------------------------------------------------
+def build_model(cfg: SFTConfig, tokenizer: Any) -> Any:
+    """The untrained policy: ``tiny_model`` with ``cfg``'s sizes, init seed ``(seed, "init")``."""
+    return tiny_model(len(tokenizer), int_seed_for(cfg.seed, "init"), hidden=cfg.hidden,
+                      layers=cfg.layers, heads=cfg.heads, intermediate=cfg.intermediate,
+                      eos_token_id=int(tokenizer.eos_token_id), pad_token_id=int(tokenizer.pad_token_id))
+
+
+def _cache_kw(model: Any) -> str:
+    # transformers >= 5.2x renamed ``past_key_values`` to ``cache`` (as in HFBackend).
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def shared_prefix_len(examples: Sequence[SFTExample]) -> int:
+    """Length of the id prefix common to all examples, kept below every ``prompt_len``.
+
+    The cap keeps the token that predicts the first solution token out of the shared part.
+    """
+    first = examples[0].ids
+    n = min(e.prompt_len for e in examples) - 1
+    for e in examples[1:]:
+        m = min(n, len(e.ids))
+        diff = np.flatnonzero(first[:m] != e.ids[:m])
+        n = int(diff[0]) if len(diff) else m
+    return max(n, 0)
+
+
+def sft_logits(model: Any, examples: Sequence[SFTExample], pad_id: int,
+               *, share_prefix: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """Logits after the shared prefix: (logits [B, R, V], targets [B, R], mask [B, R], P).
+
+    Position ``P + r`` of example b predicts ``targets[b, r] = ids[P + r + 1]``; ``mask`` is
+    True where that target is a solution token. The shared prefix (length P) is run once with
+    batch 1 and its KV cache repeated B times; rows are right-padded (no attention mask needed:
+    padding only follows real tokens).
+    """
+    P = shared_prefix_len(examples) if share_prefix else 0
+    B = len(examples)
+    R = max(len(e.ids) for e in examples) - P
+    inp = torch.full((B, R), pad_id, dtype=torch.long)
+    tgt = torch.full((B, R), pad_id, dtype=torch.long)
+    mask = torch.zeros((B, R), dtype=torch.bool)
+    for b, e in enumerate(examples):
+        ids = torch.as_tensor(e.ids, dtype=torch.long)
+        n = len(ids) - P
+        inp[b, :n] = ids[P:]
+        tgt[b, : n - 1] = ids[P + 1:]
+        mask[b, : n - 1] = torch.as_tensor(e.loss_mask[P + 1:])
+    kw: dict[str, Any] = {}
+    if P > 0:
+        prefix = torch.as_tensor(examples[0].ids[:P], dtype=torch.long)[None]
+        out = model(input_ids=prefix, use_cache=True, logits_to_keep=1)
+        cache = getattr(out, "cache", None)
+        if cache is None:
+            cache = out.past_key_values
+        cache.batch_repeat_interleave(B)
+        kw[_cache_kw(model)] = cache
+    pos = (torch.arange(R) + P)[None].expand(B, R)
+    logits = model(input_ids=inp, position_ids=pos, use_cache=P > 0, **kw).logits
+    return logits, tgt, mask, P
+
+
+def sft_loss(model: Any, examples: Sequence[SFTExample], pad_id: int,
+             *, share_prefix: bool = True) -> tuple[torch.Tensor, int]:
+    """Token-mean cross entropy over the solution tokens of the batch; (loss, n_tokens).
+
+    ``L = -(1 / N) sum_{b, t in solution(b)} log p(ids_b[t] | ids_b[:t])``.
+    """
+    logits, tgt, mask, _ = sft_logits(model, examples, pad_id, share_prefix=share_prefix)
+    nll = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), tgt.flatten(), reduction="none")
+    n = int(mask.sum())
+    return (nll * mask.flatten()).sum() / max(n, 1), n
+
+
+def lr_multiplier(step: int, *, warmup: int, total: int, min_frac: float) -> float:
+    """LR factor at 0-indexed optimizer step ``step``: linear warm-up, then cosine to ``min_frac``."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    frac = min((step - warmup) / max(total - warmup, 1), 1.0)
+    return min_frac + (1.0 - min_frac) * 0.5 * (1.0 + math.cos(math.pi * frac))
+
+
+def train_sft(
+    cfg: SFTConfig,
+    *,
+    progress: Callable[[dict[str, float]], None] | None = None,
+    snapshot_steps: Sequence[int] = (),
+    on_snapshot: Callable[[int, Any], None] | None = None,
+    tokenizer: Any = None,
+) -> tuple[Any, list[dict[str, float]]]:
+    """Train the warm-up policy; return (model in eval mode, per-step history).
+
+    History rows: ``step`` (1-indexed), ``loss`` (solution-token mean), ``lr``, ``grad_norm``,
+    ``tokens``. ``progress(row)`` is called after every step; ``on_snapshot(step, model)`` after
+    the steps in ``snapshot_steps`` (the live model: copy it to keep it). Deterministic given
+    ``cfg`` and the torch thread count; there is no dropout.
+    """
+    tok = tokenizer if tokenizer is not None else char_tokenizer()
+    model = build_model(cfg, tok)
+    data = training_data(cfg, tok, cfg.steps * cfg.batch_size)
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}],
+                            lr=cfg.lr, betas=(cfg.betas[0], cfg.betas[1]))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda i: lr_multiplier(i, warmup=cfg.warmup_steps, total=cfg.total_schedule,
+                                     min_frac=cfg.min_lr_frac))
+    pad = int(tok.pad_token_id)
+    history: list[dict[str, float]] = []
+    model.train()
+    for step in range(cfg.steps):
+        batch = data[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+        lr = opt.param_groups[0]["lr"]
+        loss, n = sft_loss(model, batch, pad)
+        loss.backward()  # type: ignore[no-untyped-call]
+        clip = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
+        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        row = {"step": float(step + 1), "loss": float(loss.detach()), "lr": float(lr),
+               "grad_norm": float(gnorm), "tokens": float(n)}
+        history.append(row)
+        if progress is not None:
+            progress(row)
+        if on_snapshot is not None and step + 1 in snapshot_steps and step + 1 < cfg.steps:
+            model.eval()
+            on_snapshot(step + 1, model)
+            model.train()
+    model.eval()
+    return model, history
+
+
+# -- evaluation ----------------------------------------------------------------------------------
+class _Replay:
+    """A GenerationBackend that hands out precomputed generations in order (see evaluate_policy)."""
+
+    def __init__(self) -> None:
+        self.queue: list[Generation] = []
+
+    def generate(self, prompts: Any, *, n: int, **kw: Any) -> list[Generation]:
+        out, self.queue = self.queue[: n * len(prompts)], self.queue[n * len(prompts):]
+        return out
+
+    def continue_group(self, prefix: Any, n: int, **kw: Any) -> list[Generation]:
+        return self.generate([prefix], n=n)
+
+
+@dataclass(frozen=True)
+class EvalLimits:
+    """Generation limits of ``evaluate_policy`` (the RL defaults are far looser; a trained model
+    finishes in ~60 tokens, so they never bind; ``truncated`` reports it if they do)."""
+
+    max_new_tokens: int = 192
+    """Response budget in tokens."""
+    max_thought_tokens: int = 32
+    """Tokens per line, newline included (the longest gold line has 10)."""
+    max_thoughts: int = 20
+    """Lines per chain."""
+    batch_prompts: int = 128
+    """Prompts per batched generation call."""
+    prompt_variant: PromptVariant = "small"
+    """Prompt wording (as in training)."""
+    delimiter: str = "\n"
+    """Thought delimiter (as in training)."""
+
+
+def _run_chains(model: Any, tokenizer: Any, problems: Sequence[Problem], task: Any, *, n: int,
+                temperature: float, top_p: float, seed: int, limits: EvalLimits) -> list[tuple[Problem, Any]]:
+    """n chains per problem, generated in batches by ``HFBackend.generate`` and turned into
+    chains by ``LMSampler.extend`` (through a replay backend, so the chain logic, reward and
+    ``info`` are exactly the sampler's)."""
+    scfg = SampleConfig(max_new_tokens=limits.max_new_tokens, temperature=temperature, top_p=top_p,
+                        max_thought_tokens=limits.max_thought_tokens, max_thoughts=limits.max_thoughts,
+                        delimiter=limits.delimiter, prompt_variant=limits.prompt_variant)
+    backend = HFBackend(model, tokenizer, device="cpu")
+    replay = _Replay()
+    sampler = LMSampler(replay, tokenizer, task, cfg=scfg)
+    out: list[tuple[Problem, Any]] = []
+    for c0 in range(0, len(problems), limits.batch_prompts):
+        chunk = list(problems[c0:c0 + limits.batch_prompts])
+        roots = [sampler.root(p) for p in chunk]
+        replay.queue = backend.generate([r.ids for r in roots], n=n, max_new_tokens=limits.max_new_tokens,
+                                        temperature=temperature, top_p=top_p,
+                                        seed=int_seed_for(seed, "eval", c0), stop=sampler.stop)
+        for p, r in zip(chunk, roots, strict=True):
+            for c in sampler.extend(replay, (r,), n, rng=rng_for(seed, "eval", c0)):
+                out.append((p, c))
+        if replay.queue:
+            raise RuntimeError("replay backend left generations unused")
+    return out
+
+
+def chain_stats(pairs: Sequence[tuple[Problem, Any]], task: Any, tokenizer: Any,
+                *, delimiter: str = "\n") -> dict[str, Any]:
+    """pass@1, full-chain accuracy, per-step error rate and first-error distribution of chains.
+
+    - ``pass@1``: mean task reward (the RL reward).
+    - ``chain_acc``: no wrong line (``task.first_error`` is None) and a final answer was stated,
+      i.e. the whole gold chain (for the arithmetic task).
+    - ``step_error``: errors / judged lines, a line being judged when all lines before it are
+      gold (the MLE of a constant per-line slip probability p; cf. accuracy ~ E[(1-p)^n]).
+    - ``first_error``: {"1": frac, ..., "none": frac} over chains (1-indexed line of the first
+      wrong line; "none" = no wrong line, which includes unfinished correct prefixes).
+    - ``hazard``: {"k": P(line k wrong | lines < k gold)}.
+    """
+    fmt = ThoughtFormat.for_tokenizer(tokenizer, delimiter)
+    rewards, complete, errs, judged = [], [], 0, 0
+    first: dict[str, int] = {}
+    reach: dict[int, int] = {}
+    wrong: dict[int, int] = {}
+    found, trunc, lines = [], [], []
+    for p, c in pairs:
+        thoughts = fmt.thought_texts(c.states[-1].response_ids)
+        fe = task.first_error(p, thoughts)
+        rewards.append(float(c.reward))
+        complete.append(float(fe is None and bool(c.info["answer_found"])))
+        seen = fe if fe is not None else len(thoughts)
+        judged += seen
+        errs += int(fe is not None)
+        for k in range(1, seen + 1):
+            reach[k] = reach.get(k, 0) + 1
+        if fe is not None:
+            wrong[fe] = wrong.get(fe, 0) + 1
+        key = str(fe) if fe is not None else "none"
+        first[key] = first.get(key, 0) + 1
+        found.append(float(c.info["answer_found"]))
+        trunc.append(float(c.info["truncated"]))
+        lines.append(float(len(thoughts)))
+    m = max(len(pairs), 1)
+    order = sorted((k for k in first if k != "none"), key=int) + (["none"] if "none" in first else [])
+    return {
+        "pass@1": float(np.mean(rewards)) if rewards else float("nan"),
+        "chain_acc": float(np.mean(complete)) if complete else float("nan"),
+        "step_error": errs / judged if judged else float("nan"),
+        "first_error": {k: first[k] / m for k in order},
+        "hazard": {str(k): wrong.get(k, 0) / reach[k] for k in sorted(reach)},
+        "answer_found": float(np.mean(found)) if found else float("nan"),
+        "truncated": float(np.mean(trunc)) if trunc else float("nan"),
+        "mean_lines": float(np.mean(lines)) if lines else float("nan"),
+        "chains": float(len(pairs)),
+    }
+
+
+def evaluate_policy(
+    model: Any,
+    tokenizer: Any,
+    problems: Sequence[Problem],
+    task: Any,
+    *,
+    n_samples: int,
+    temperature: float = 1.0,
+    seed: int,
+    top_p: float = 1.0,
+    limits: EvalLimits = EvalLimits(),
+) -> dict[str, Any]:
+    """Greedy pass@1 (one chain per problem, temperature 0) and sampled statistics.
+
+    Sampled: ``n_samples`` chains per problem at ``temperature`` / ``top_p`` (default T = 1, no
+    nucleus, as in cpu-track.md), with pass@1, full-chain accuracy, per-step error rate and the
+    first-error distribution (``chain_stats``). Keys: ``greedy_pass@1``, ``greedy_chain_acc``,
+    ``greedy_step_error``, ``sampled_pass@1``, ``sampled_chain_acc``, ``step_error``,
+    ``first_error``, ``hazard``, ... plus the settings. The model is put in eval mode.
+    """
+    model.eval()
+    greedy = chain_stats(_run_chains(model, tokenizer, problems, task, n=1, temperature=0.0, top_p=1.0,
+                                     seed=seed, limits=limits), task, tokenizer, delimiter=limits.delimiter)
+    sampled = chain_stats(_run_chains(model, tokenizer, problems, task, n=n_samples,
+                                      temperature=temperature, top_p=top_p, seed=seed, limits=limits),
+                          task, tokenizer, delimiter=limits.delimiter)
+    out: dict[str, Any] = {
+        "greedy_pass@1": greedy["pass@1"], "greedy_chain_acc": greedy["chain_acc"],
+        "greedy_step_error": greedy["step_error"],
+        "sampled_pass@1": sampled["pass@1"], "sampled_chain_acc": sampled["chain_acc"],
+    }
+    out.update({k: v for k, v in sampled.items() if k not in ("pass@1", "chain_acc")})
+    out.update({"temperature": temperature, "top_p": top_p, "n_samples": n_samples,
+                "problems": len(problems), "seed": seed})
+    return out
+
+
+# -- cache ---------------------------------------------------------------------------------------
+def checkpoint_path(cfg: SFTConfig, cache_dir: str | Path) -> Path:
+    """``cache_dir/sft-<key>`` (exists only once complete)."""
+    return Path(cache_dir) / f"sft-{cfg.key()}"
+
+
+def save_warmup(path: str | Path, model: Any, tokenizer: Any, cfg: SFTConfig,
+                info: dict[str, Any]) -> Path:
+    """Write model + tokenizer + ``sft.json`` into a temp folder and rename it to ``path``.
+
+    If another writer finished ``path`` first, its copy is kept and ours is deleted.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=path.name + ".tmp-", dir=path.parent))
+    try:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
+        meta = {"format": FORMAT_VERSION, "key": cfg.key(), "config": cfg.to_dict(), **info}
+        (tmp / INFO_FILE).write_text(json.dumps(meta, indent=1, sort_keys=True))
+        try:
+            os.replace(tmp, path)
+        except OSError:
+            if not is_complete(path):
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return path
+
+
+def is_complete(path: str | Path) -> bool:
+    """Whether ``path`` is a finished warm-up checkpoint (renamed into place, ``sft.json`` present)."""
+    return (Path(path) / INFO_FILE).is_file()
+
+
+def warmup_checkpoint(
+    cfg: SFTConfig,
+    cache_dir: str | Path,
+    *,
+    progress: Callable[[dict[str, float]], None] | None = None,
+    evaluate: Callable[[Any, Any], dict[str, Any]] | None = None,
+    snapshot_steps: Sequence[int] = (),
+) -> Path:
+    """Path of the cached warm-up checkpoint of ``cfg``; trains and saves it when missing.
+
+    ``evaluate(model, tokenizer) -> metrics`` (optional) is stored under ``metrics`` in
+    ``sft.json``. ``snapshot_steps``: also cache the models after those steps, each under the
+    config ``replace(cfg, steps=k, schedule_steps=cfg.total_schedule)`` (the same training,
+    stopped early), if not cached yet. Leftover ``*.tmp-*`` folders of killed runs are ignored.
+    """
+    path = checkpoint_path(cfg, cache_dir)
+    if is_complete(path):
+        return path
+    tok = char_tokenizer()
+
+    def snap(step: int, model: Any) -> None:
+        scfg = dataclasses.replace(cfg, steps=step, schedule_steps=cfg.total_schedule)
+        spath = checkpoint_path(scfg, cache_dir)
+        if is_complete(spath):
+            return
+        m = copy.deepcopy(model)
+        metrics = evaluate(m, tok) if evaluate is not None else {}
+        save_warmup(spath, m, tok, scfg, {"history": hist[:step], "metrics": metrics})
+
+    hist: list[dict[str, float]] = []
+
+    def prog(row: dict[str, float]) -> None:
+        hist.append(row)
+        if progress is not None:
+            progress(row)
+
+    model, history = train_sft(cfg, progress=prog, snapshot_steps=snapshot_steps, on_snapshot=snap,
+                               tokenizer=tok)
+    metrics = evaluate(model, tok) if evaluate is not None else {}
+    return save_warmup(path, model, tok, cfg, {"history": history, "metrics": metrics})
+
+
+def load_warmup(path: str | Path) -> tuple[Any, Any, dict[str, Any]]:
+    """(model in eval mode, tokenizer, ``sft.json`` contents) of a cached checkpoint."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(path)
+    if not is_complete(path):
+        raise FileNotFoundError(f"{path} is not a finished warm-up checkpoint (no {INFO_FILE})")
+    model: Any = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+    model.eval()
+    tok = AutoTokenizer.from_pretrained(str(path))
+    return model, tok, json.loads((path / INFO_FILE).read_text())
+
+
+__all__ = [
+    "EvalLimits", "SFTConfig", "SFTExample", "build_model", "chain_stats", "checkpoint_path", "evaluate_policy",
+    "is_complete", "load_warmup", "lr_multiplier", "prompt_ids", "save_warmup", "sft_examples",
+    "sft_logits", "sft_loss", "shared_prefix_len", "train_sft", "training_data", "warmup_checkpoint",
+]
