@@ -40,3 +40,18 @@ def test_extract():
     assert extract_gym_answer("x \\boxed{3} <answer>4</answer>") == "3"
     assert extract_gym_answer("<answer> 4 </answer>") == "4"
     assert extract_gym_answer("4") is None
+
+
+def test_phrase_answers_only_when_asked():
+    from respo.tasks import make_task
+    from respo.tasks.gym import extract_gym_answer
+
+    assert extract_gym_answer("so the answer is 12.") is None
+    assert extract_gym_answer("the answer is 3, no wait, The answer is: -1,204.", phrase=True) == "-1204"
+    assert extract_gym_answer("\\boxed{7} and the answer is 9", phrase=True) == "7"
+    strict, loose = make_task("gym:basic_arithmetic"), make_task("gym-phrase:basic_arithmetic")
+    p = strict.problems(1, seed=0)[0]
+    text = f"Working it out.\nThe answer is {p.answer}."
+    assert strict.reward(p, text) == 0.0 and loose.reward(p, text) == 1.0
+    assert loose.name == "gym-phrase:basic_arithmetic"
+    assert loose.reward(p, "The answer is 123456789.") == 0.0 or p.answer == "123456789"

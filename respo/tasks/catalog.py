@@ -1,6 +1,7 @@
 """Tasks by name: one registry, one signature (``() -> Task``), and ``make_task`` for lookups.
 
-``gym:<generator>`` names a reasoning-gym generator (any name reasoning-gym knows); every other
+``gym:<generator>`` (``gym-phrase:<generator>``: also accepting "the answer is N") names a
+reasoning-gym generator (any name reasoning-gym knows); every other
 name must be a key of ``TASKS``; an unknown name raises listing the valid ones.
 """
 
@@ -74,6 +75,10 @@ def make_task(name: str) -> Task:
         from respo.tasks.gym import GymTask
 
         return GymTask(name[4:])
+    if name.startswith("gym-phrase:"):
+        from respo.tasks.gym import GymTask
+
+        return GymTask(name[len("gym-phrase:"):], phrase_answers=True)
     if name not in TASKS:
-        raise KeyError(f"unknown task {name!r}; valid: {', '.join(TASKS)}, gym:<generator>")
+        raise KeyError(f"unknown task {name!r}; valid: {', '.join(TASKS)}, gym:<generator>, gym-phrase:<generator>")
     return TASKS[name]()

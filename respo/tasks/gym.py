@@ -16,6 +16,7 @@ Deviation: some generators give partial credit for a wrongly answered but well-f
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,15 +29,28 @@ GENERATORS = ("gsm_symbolic", "basic_arithmetic", "chain_sum", "leg_counting")
 """Generators this adapter is tested with (any reasoning-gym name works)."""
 
 
-def extract_gym_answer(response: str) -> str | None:
-    """The last ``\\boxed{}``, else the last ``<answer>`` tag's content, else None."""
+_PHRASE_RE = re.compile(r"answer is\s*:?\s*\$?(-?\d[\d,]*(?:\.\d+)?)", re.IGNORECASE)
+
+
+def extract_gym_answer(response: str, *, phrase: bool = False) -> str | None:
+    """The last ``\\boxed{}``, else the last ``<answer>`` tag's content, else None.
+
+    With ``phrase=True`` a final "the answer is N" (N a number) also counts, after the two
+    above: small instruct models (SmolLM2-135M) answer that way and never box (LOG.md).
+    """
     box = last_boxed(response)
     if box is not None:
         return box.strip()
     from reasoning_gym.utils import extract_answer
 
     got = extract_answer(response[-20_000:])
-    return got.strip() if isinstance(got, str) else None
+    if isinstance(got, str):
+        return got.strip()
+    if phrase:
+        hits = _PHRASE_RE.findall(response[-20_000:])
+        if hits:
+            return hits[-1].replace(",", "")
+    return None
 
 
 def _jsonable(x: Any) -> Any:
@@ -52,12 +66,15 @@ class GymTask:
     """Keyword arguments of ``reasoning_gym.create_dataset`` (difficulty knobs)."""
     binary: bool = True
     """Reward 1 only for a full score (no partial format credit)."""
+    phrase_answers: bool = False
+    """Also accept a final "the answer is N" when there is no boxed or tagged answer (task
+    names ``gym-phrase:<generator>``); a deviation from the paper's boxed-only answers."""
     name: str = ""
     has_step_judge: bool = False
 
     def __post_init__(self) -> None:
         if not self.name:
-            self.name = f"gym:{self.generator}"
+            self.name = f"{'gym-phrase' if self.phrase_answers else 'gym'}:{self.generator}"
         self._scorer: Any = None
 
     def _dataset(self, size: int, seed: int) -> Any:
@@ -88,7 +105,7 @@ class GymTask:
         return train, self.problems(n_test, seed=seed, split="test", exclude=train)
 
     def reward(self, problem: Problem, response: str) -> float:
-        ans = extract_gym_answer(response)
+        ans = extract_gym_answer(response, phrase=self.phrase_answers)
         if ans is None:
             return 0.0
         if self._scorer is None:
