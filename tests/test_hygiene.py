@@ -93,3 +93,24 @@ def test_cli_usage_and_unknown_command():
     assert "usage: respo" in out.stdout and "train" in out.stdout
     bad = subprocess.run(exe + ["trian"], capture_output=True, text=True)
     assert bad.returncode == 2 and "valid: main" in bad.stderr
+
+
+def test_every_subcommand_has_help():
+    from respo.cli import COMMANDS
+
+    for name in COMMANDS:
+        out = subprocess.run([sys.executable, "-m", "respo.cli", name, "--help"],
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, (name, out.stderr[-1000:])
+
+
+def test_theory_command_prints_the_rates():
+    import json
+
+    out = subprocess.run([sys.executable, "-m", "respo.cli", "theory", "--json"],
+                         capture_output=True, text=True, timeout=300, check=True)
+    slopes = {k: v["slope"][0] for k, v in json.loads(out.stdout).items()}
+    assert abs(slopes["improvement per iteration, CPI-RR"] - 2) < 0.1
+    assert abs(slopes["improvement per iteration, CPI-CARO"] - 1) < 0.1
+    assert abs(slopes["Q-rollouts for fixed accuracy, CPI-RR"] + 2) < 0.5
+    assert abs(slopes["Q-rollouts for fixed accuracy, CPI-CARO"]) < 0.5
