@@ -1,5 +1,17 @@
 import sys
 from pathlib import Path
 
+import pytest
+
 # Test helpers (reference.py, fakes.py, contract.py) import as top-level modules.
 sys.path.insert(0, str(Path(__file__).parent))
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch CPU thread for a module: tiny models on a shared 2-core machine ran fwd+bwd 20x
+    slower with two OpenMP threads under load (experiments/LOG.md). Used by the LLM test modules."""
+    from llm_fixtures import torch_threads
+
+    with torch_threads(1):
+        yield

@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from contract import check_sampler_contract
-from llm_fixtures import tiny_sampler, torch_threads
+from llm_fixtures import tiny_sampler
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    with torch_threads(1):
-        yield
-
-
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def test_lm_sampler_contract() -> None:
     sampler, root = tiny_sampler()

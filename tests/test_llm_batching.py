@@ -7,12 +7,11 @@ flipping an inverse-CDF draw)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
-from llm_fixtures import TOY_PROBLEM, tiny_backend, tiny_sampler, tiny_tokenizer, torch_threads
+from llm_fixtures import TOY_PROBLEM, tiny_backend, tiny_sampler, tiny_tokenizer
 
 from respo.buffer import BatchLocalizer, BatchSampler, Rngs, build_buffer, build_buffers
 from respo.llm.generation import GenerationBackend, GroupBackend, StopRule
@@ -31,11 +30,7 @@ OTHER = [Problem(id="toy-1", question="Compute 12 * 7 + 3, carefully?", answer="
          Problem(id="toy-3", question="What is the sum of 5 and 9 and 11?", answer="k")]
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    with torch_threads(1):
-        yield
-
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 class Counting:
     """A GroupBackend proxy that counts backend calls (any of the three methods)."""

@@ -14,16 +14,7 @@ from respo.llm.config import TrainConfig
 from respo.llm.metrics import read_jsonl, without_wall_clock
 from respo.llm.train import train
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    # Tiny models on a shared 2-core machine: one thread avoids OpenMP oversubscription, which
-    # measured 20x slower fwd+bwd under load (experiments/LOG.md).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def _cfg(variant: str, **kw) -> TrainConfig:
     base = dict(variant=variant, steps=3, prompts_per_step=2, minibatch_prompts=1,

@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
 import torch
-from llm_fixtures import tiny_backend, tiny_lm, tiny_tokenizer, torch_threads
+from llm_fixtures import tiny_backend, tiny_lm, tiny_tokenizer
 
 from respo.llm.generation import GenerationBackend, HFBackend, StopRule, sample_next
 from respo.llm.thoughts import ThoughtFormat, split_thoughts
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    with torch_threads(1):
-        yield
-
-
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def _ids(text: str) -> np.ndarray:
     return np.asarray(tiny_tokenizer().encode(text, add_special_tokens=False), dtype=np.int64)

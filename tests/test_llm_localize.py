@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from llm_fixtures import TOY_PROBLEM, tiny_sampler, tiny_tokenizer, torch_threads
+from llm_fixtures import TOY_PROBLEM, tiny_sampler, tiny_tokenizer
 
 from respo.llm.generation import Generation, StopRule
 from respo.llm.localize import (
@@ -22,13 +22,7 @@ from respo.llm.localize import (
 from respo.llm.types import TokenState
 from respo.resets import Chain, Localizer
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    with torch_threads(1):
-        yield
-
-
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.mark.parametrize(
     ("text", "n", "step", "reason"),

@@ -32,15 +32,7 @@ if "experiments_presets" not in sys.modules:  # experiments/ is not a package: l
     _spec.loader.exec_module(sys.modules["experiments_presets"])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    # Tiny models on a shared 2-core machine: one thread avoids OpenMP oversubscription, which
-    # measured 20x slower fwd+bwd under load (experiments/LOG.md).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def _cfg(variant: str, **kw) -> TrainConfig:
     base = dict(variant=variant, steps=2, prompts_per_step=2, minibatch_prompts=1, micro_batch_chains=4)

@@ -19,16 +19,7 @@ from respo.losses import (
     token_logprobs,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    # Tiny models on a shared 2-core machine: one thread avoids OpenMP oversubscription, which
-    # measured 20x slower fwd+bwd under load (experiments/LOG.md).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def _fixture(seed: int = 0, n: int = 4, t: int = 6):
     g = torch.Generator().manual_seed(seed)
