@@ -7,6 +7,9 @@ Paper-scale presets (OLMo-3-7B / Qwen2.5-14B, LoRA 64, 32 x 8 rollouts) come wit
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 from respo.llm.config import EvalConfig, ModelConfig, OptimConfig, SamplingConfig, TrainConfig
 
 _TINY_SAMPLING = SamplingConfig(
@@ -26,18 +29,22 @@ PRESETS: dict[str, tuple[str, TrainConfig]] = {
         ),
     ),
     "cpu-synthetic": (
-        "CPU track: the SFT warm-up model (respo.llm.sft, ~1M parameters) on the step-verifiable "
-        "arithmetic chains, 16 prompts x 8 rollouts, 4 optimizer steps per step, 30 steps, "
-        "confidence self-localizer, held-out greedy/sampled pass@1 every 10 steps.",
+        "CPU track: the SFT warm-up model after 300 of 500 steps (respo.llm.sft, ~1M parameters, "
+        "bare 'Q: ...' prompt; held-out greedy pass@1 ~0.48) on "
+        "the step-verifiable arithmetic chains, 16 prompts x 8 rollouts, 4 optimizer steps per "
+        "step, 30 steps, confidence self-localizer, held-out greedy/sampled pass@1 (fixed eval "
+        "seed 1000) before training and every 5 steps, gradient diagnostics every step.",
         TrainConfig(
             name="cpu-synthetic", variant="srpo", task="arithmetic", train_problems=2000, steps=30,
-            prompts_per_step=16, minibatch_prompts=4, micro_batch_chains=32,
-            model=ModelConfig(name="sft-warmup"),
+            prompts_per_step=16, minibatch_prompts=4, micro_batch_chains=32, checkpoint_every=5,
+            diagnostics_every=1,
+            model=ModelConfig(name="sft-warmup:300"),
             sampling=SamplingConfig(temperature=1.0, top_p=1.0, delimiter="\n", max_thoughts=10,
                                     max_thought_tokens=16, max_response_tokens=128,
-                                    localizer="confidence", confidence_threshold=0.5),
+                                    prompt_variant="bare", localizer="confidence",
+                                    confidence_threshold=0.5),
             optim=OptimConfig(lr=2e-4, weight_decay=0.0),
-            eval=EvalConfig(every=10, problems=256),
+            eval=EvalConfig(every=5, problems=256, seed=1000, at_start=True),
         ),
     ),
     "smollm2-cpu": (
@@ -64,3 +71,89 @@ def get_preset(name: str) -> TrainConfig:
         return PRESETS[name][1]
     except KeyError:
         raise ValueError(f"unknown preset {name!r}; valid: {', '.join(PRESETS)}") from None
+
+
+# -- suites: the CPU-track comparisons (respo cpu-track --suite NAME) ------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class SuiteRun:
+    """One run of a suite: its folder name, the comparison it belongs to, its config."""
+
+    name: str
+    tag: str
+    """main (grpo/rrpo/srpo/oracle, paper pairing), split (2x4, 1x8), pairing (matched pairing),
+    clip (reset methods with the clipped surrogate)."""
+    cfg: TrainConfig
+
+
+MAIN_VARIANTS = ("grpo", "rrpo", "srpo", "oracle")
+SPLIT_VARIANTS = ("srpo-2x4", "srpo-1x8", "rrpo-2x4", "rrpo-1x8")
+
+
+def _run(tag: str, name: str, base: TrainConfig, seed: int, **kw: object) -> SuiteRun:
+    full = f"{name}-s{seed}"
+    return SuiteRun(full, tag, dataclasses.replace(base, name=full, seed=seed, **kw))  # type: ignore[arg-type]
+
+
+@dataclasses.dataclass(frozen=True)
+class Suite:
+    """A named set of comparisons over seeds (``respo cpu-track --suite NAME``)."""
+
+    description: str
+    seeds: tuple[int, ...]
+    steps: int
+    tags: tuple[str, ...]
+    ablation_seeds: tuple[int, ...]
+    """Seeds of the split / pairing / clip comparisons (the main one uses ``seeds``)."""
+    base: str = "cpu-synthetic"
+    """Preset every run starts from."""
+    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """``dataclasses.replace`` keyword arguments applied to the base preset."""
+
+
+SUITES: dict[str, Suite] = {
+    "quick": Suite("The main job's comparison: grpo, rrpo, srpo, oracle on the CPU track, 3 seeds, "
+                   "short runs.", (0, 1, 2), 12, ("main",), (0, 1, 2)),
+    "full": Suite("The full CPU reproduction: main comparison with 3 seeds, sampling splits, loss "
+                  "pairing and clipping ablations (1 seed each).", (0, 1, 2), 30,
+                  ("main", "split", "pairing", "clip"), (0,)),
+    "smoke": Suite("Plumbing check in seconds: every comparison on the tiny random model, 2 steps, "
+                   "1 seed (learns nothing).", (0,), 2, ("main", "split", "pairing", "clip"), (0,),
+                   base="tiny-smoke", overrides={"eval": EvalConfig(every=1, problems=4, seed=1000,
+                                                                    at_start=True),
+                                                 "diagnostics_every": 1}),
+}
+
+
+def suite_runs(name: str, *, seeds: tuple[int, ...] | None = None, steps: int | None = None,
+               tags: tuple[str, ...] | None = None) -> list[SuiteRun]:
+    """The runs of suite ``name`` (``quick``: the main job's comparison; ``full``: every table).
+
+    ``seeds``/``steps`` override the suite's; ``tags`` keeps only those comparisons.
+    """
+    if name not in SUITES:
+        raise ValueError(f"unknown suite {name!r}; valid: {', '.join(SUITES)}")
+    suite = SUITES[name]
+    ab_seeds = suite.ablation_seeds if seeds is None else seeds
+    seeds = suite.seeds if seeds is None else seeds
+    base = dataclasses.replace(get_preset(suite.base), **suite.overrides)
+    base = dataclasses.replace(base, steps=steps or suite.steps)
+    tags = suite.tags if tags is None else tags
+    unknown = set(tags) - {"main", "split", "pairing", "clip"}
+    if unknown:
+        raise ValueError(f"unknown suite tags {sorted(unknown)}; valid: main, split, pairing, clip")
+    runs: list[SuiteRun] = []
+    for seed in seeds:
+        if "main" in tags:
+            runs += [_run("main", v, base, seed, variant=v) for v in MAIN_VARIANTS]
+    for seed in ab_seeds:
+        if "split" in tags:
+            runs += [_run("split", v, base, seed, variant=v) for v in SPLIT_VARIANTS]
+        if "pairing" in tags:
+            runs += [_run("pairing", f"{v}-matched", base, seed, variant=v, pairing="matched")
+                     for v in ("grpo", "rrpo", "srpo")]
+        if "clip" in tags:
+            runs += [_run("clip", f"{v}-clip", base, seed, variant=v, pairing="matched",
+                          matched_loss="ppo_clip", matched_agg="token-mean") for v in ("rrpo", "srpo")]
+    return runs

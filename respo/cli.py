@@ -14,6 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "main": ("respo.commands.main_job", "The README's main job: regenerate figures and run the default comparison"),
     "figures": ("respo.commands.figures", "Execute the notebooks that write paper_figures/"),
     "theory": ("respo.commands.theory", "Tabular CPI simulator: sweeps and bound checks"),
+    "cpu-track": ("respo.commands.cpu_track", "Run a CPU-track suite (grpo/rrpo/srpo/oracle) and its figures"),
     "train": ("respo.commands.train", "Train a variant (grpo, rrpo, srpo, ...) on a task"),
     "eval": ("respo.commands.evaluate", "Evaluate a model: greedy pass@1, pass@k, tables"),
     "prepare": ("respo.commands.prepare", "Prepare the paper's data splits from the hub or local files"),

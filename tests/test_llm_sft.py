@@ -69,8 +69,9 @@ def test_rendering_matches_the_sampler(tok):
 
 
 def test_shared_prefix_gives_the_full_forward_loss(tok):
-    examples = sft.training_data(TINY, tok, 6)
-    model = sft.build_model(TINY, tok)
+    cfg = dataclasses.replace(TINY, prompt_variant="small")  # a long shared instruction prefix
+    examples = sft.training_data(cfg, tok, 6)
+    model = sft.build_model(cfg, tok)
     assert sft.shared_prefix_len(examples) > 50
     with torch.no_grad():
         a, n_a = sft.sft_loss(model, examples, tok.pad_token_id, share_prefix=True)

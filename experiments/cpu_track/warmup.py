@@ -25,6 +25,7 @@ import torch
 from tqdm import tqdm
 
 from respo.llm.sft import (
+    EvalLimits,
     SFTConfig,
     checkpoint_path,
     evaluate_policy,
@@ -39,6 +40,7 @@ ap.add_argument("--schedule-steps", type=int, default=None, help="cosine length 
 ap.add_argument("--batch-size", type=int, default=SFTConfig.batch_size)
 ap.add_argument("--lr", type=float, default=SFTConfig.lr)
 ap.add_argument("--error-frac", type=float, default=SFTConfig.error_frac)
+ap.add_argument("--prompt-variant", default=SFTConfig.prompt_variant, choices=("paper", "small", "bare"))
 ap.add_argument("--seed", type=int, default=SFTConfig.seed, help="SFT seed (init, data)")
 ap.add_argument("--hidden", type=int, default=SFTConfig.hidden)
 ap.add_argument("--layers", type=int, default=SFTConfig.layers)
@@ -54,7 +56,7 @@ args = ap.parse_args()
 
 torch.set_num_threads(args.threads)
 cfg = SFTConfig(steps=args.steps, schedule_steps=args.schedule_steps, batch_size=args.batch_size,
-                lr=args.lr, error_frac=args.error_frac, seed=args.seed, hidden=args.hidden,
+                lr=args.lr, error_frac=args.error_frac, prompt_variant=args.prompt_variant, seed=args.seed, hidden=args.hidden,
                 layers=args.layers)
 task = ArithmeticTask(cfg.spec, reward_mode="answer")  # the RL trainer's "arithmetic" task
 held_out = generate_problems(cfg.spec, args.eval_problems, seed=args.eval_seed, split="eval")
@@ -62,13 +64,16 @@ print(f"config key {cfg.key()}: {json.dumps(cfg.to_dict())}")
 
 
 # -- evaluation ----------------------------------------------------------------------------------
+limits = EvalLimits(prompt_variant=cfg.prompt_variant, delimiter=cfg.delimiter)  # as trained
+
+
 def evaluate(model, tok) -> dict:
     t0 = time.time()
     out = {
         "T1": evaluate_policy(model, tok, held_out, task, n_samples=args.eval_samples, temperature=1.0,
-                              top_p=1.0, seed=args.eval_seed),
+                              top_p=1.0, seed=args.eval_seed, limits=limits),
         "T0.7": evaluate_policy(model, tok, held_out, task, n_samples=args.eval_samples, temperature=0.7,
-                                top_p=0.95, seed=args.eval_seed),
+                                top_p=0.95, seed=args.eval_seed, limits=limits),
     }
     out["eval_wall_s"] = time.time() - t0
     s = out["T1"]

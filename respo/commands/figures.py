@@ -2,7 +2,10 @@
 
 Every notebook in ``notebooks/`` whose first code cell sets ``SIZE`` and ``OUT_DIR`` takes part.
 The runner rewrites those two values in memory. The notebook file on disk keeps its defaults
-(``SIZE = "full"``, ``OUT_DIR = "paper_figures"``) and never stores outputs. Each notebook writes
+(``SIZE = "full"``, ``OUT_DIR = "paper_figures"``) and never stores outputs. A notebook that reads
+training runs also sets ``RUNS_DIR`` in that cell; ``--runs DIR`` rewrites it the same way
+(notebooks without a ``RUNS_DIR`` line are left alone). A notebook whose input is absent raises
+``SkipNotebook``: the runner reports it as skipped, not failed, and writes nothing. Each notebook writes
 into a fresh temporary folder next to the output folder. Its files are moved into place with
 ``os.replace`` only after the whole notebook succeeds, so a crash or a failing cell leaves the
 previous figures untouched and never leaves half-written ones.
@@ -34,6 +37,16 @@ _PARAM_RE = {
     "SIZE": re.compile(r"^SIZE\s*=.*$", re.MULTILINE),
     "OUT_DIR": re.compile(r"^OUT_DIR\s*=.*$", re.MULTILINE),
 }
+_RUNS_RE = re.compile(r"^RUNS_DIR\s*=.*$", re.MULTILINE)
+"""The optional third parameter: a folder of training runs (a suite), rewritten by ``--runs``."""
+
+
+class SkipNotebook(Exception):
+    """Raised by a notebook whose input does not exist (e.g. no ``suite.json`` in ``RUNS_DIR``).
+
+    ``run_notebook`` re-raises it in the calling process with the notebook's message; ``main``
+    counts the notebook as skipped, not failed. Nothing is written.
+    """
 
 
 # --------------------------------------------------------------------------------------------
@@ -126,10 +139,12 @@ def _constant(text: str) -> Callable[[re.Match[str]], str]:
     return repl
 
 
-def inject_parameters(nb: Any, *, size: str, out_dir: str) -> None:
-    """Rewrite ``SIZE`` and ``OUT_DIR`` in the notebook's first code cell, in memory.
+def inject_parameters(nb: Any, *, size: str, out_dir: str, runs_dir: str | None = None) -> None:
+    """Rewrite ``SIZE`` and ``OUT_DIR`` in the notebook's first code cell, in memory, and
+    ``RUNS_DIR`` too when ``runs_dir`` is given and the cell assigns it.
 
-    Raises ``ValueError`` when the first code cell does not assign both. Nothing is guessed.
+    Raises ``ValueError`` when the first code cell does not assign both ``SIZE`` and ``OUT_DIR``.
+    Nothing is guessed.
     """
     cells = [c for c in nb.cells if c.cell_type == "code"]
     if not cells:
@@ -142,6 +157,8 @@ def inject_parameters(nb: Any, *, size: str, out_dir: str) -> None:
         # a replacement *function* keeps backslashes in the value (Windows paths) literal
         line = f"{name} = {json.dumps(values[name])}"
         src = rx.sub(_constant(line), src, count=1)
+    if runs_dir is not None and _RUNS_RE.search(src):
+        src = _RUNS_RE.sub(_constant(f"RUNS_DIR = {json.dumps(runs_dir)}"), src, count=1)
     cells[0].source = src
 
 
@@ -155,24 +172,33 @@ def has_parameters(path: Path) -> bool:
 
 
 def run_notebook(path: Path, *, size: Size, out: Path, timeout_s: int = 3600,
-                 kernel_name: str = "python3") -> list[Path]:
+                 kernel_name: str = "python3", runs: Path | None = None) -> list[Path]:
     """Execute one notebook and move its output files into ``out``. Returns the moved paths.
 
     The notebook writes into a temporary folder on the same filesystem as ``out``. Only after
     every cell has succeeded are its files moved with ``os.replace``, each move atomic. On any
-    error the temporary folder is deleted and the exception propagates.
+    error the temporary folder is deleted and the exception propagates; a notebook that raised
+    ``SkipNotebook`` raises ``SkipNotebook`` here, with nothing moved. ``runs`` (made absolute)
+    replaces the notebook's ``RUNS_DIR`` when it has one.
     """
     import nbformat
     from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
 
     out.mkdir(parents=True, exist_ok=True)
     nb = nbformat.read(path, as_version=4)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-{path.stem}-", dir=out.parent))
     try:
-        inject_parameters(nb, size=size, out_dir=str(tmp))
+        inject_parameters(nb, size=size, out_dir=str(tmp),
+                          runs_dir=None if runs is None else str(Path(runs).resolve()))
         client = NotebookClient(nb, timeout=timeout_s, kernel_name=kernel_name,
                                 resources={"metadata": {"path": str(path.parent)}})
-        client.execute()
+        try:
+            client.execute()
+        except CellExecutionError as exc:
+            if exc.ename == SkipNotebook.__name__:
+                raise SkipNotebook(exc.evalue) from None
+            raise
         produced = sorted(p for p in tmp.rglob("*") if p.is_file())
         if not produced:
             raise RuntimeError(f"{path.name} ran but wrote no files into OUT_DIR")
@@ -222,6 +248,9 @@ class FiguresConfig:
     timeout_s: int = 3600
     """Time limit per notebook cell, in seconds."""
 
+    runs: Path | None = None
+    """Folder of training runs (a suite with suite.json) for notebooks that set RUNS_DIR; default: each notebook's own RUNS_DIR."""
+
 
 def main(argv: list[str]) -> int:
     cfg = tyro.cli(FiguresConfig, args=argv, prog="respo figures")
@@ -232,13 +261,17 @@ def main(argv: list[str]) -> int:
         print(f"respo figures: no notebooks with a SIZE/OUT_DIR cell in {notebooks_dir()}",
               file=sys.stderr)
         return 1
-    failures = 0
+    failures = skipped = 0
     t_all = time.perf_counter()
     for i, path in enumerate(notebooks, 1):
         t0 = time.perf_counter()
         print(f"[figures {i}/{len(notebooks)}] {path.name} (size={cfg.size}) ...", flush=True)
         try:
-            moved = run_notebook(path, size=cfg.size, out=out, timeout_s=cfg.timeout_s)
+            moved = run_notebook(path, size=cfg.size, out=out, timeout_s=cfg.timeout_s, runs=cfg.runs)
+        except SkipNotebook as exc:
+            skipped += 1
+            print(f"[figures {i}/{len(notebooks)}] {path.name} skipped: {exc}", flush=True)
+            continue
         except Exception as exc:  # report and continue with the other notebooks; exit code says it
             failures += 1
             print(f"[figures {i}/{len(notebooks)}] {path.name} FAILED after "
@@ -248,6 +281,7 @@ def main(argv: list[str]) -> int:
         names = ", ".join(p.name for p in moved)
         print(f"[figures {i}/{len(notebooks)}] {path.name} done in {time.perf_counter() - t0:.1f} s"
               f" -> {out}: {names}", flush=True)
-    print(f"[figures] {len(notebooks) - failures}/{len(notebooks)} notebooks ok, "
+    skip_note = f" ({skipped} skipped)" if skipped else ""
+    print(f"[figures] {len(notebooks) - failures}/{len(notebooks)} notebooks ok{skip_note}, "
           f"{time.perf_counter() - t_all:.1f} s total", flush=True)
     return 1 if failures else 0

@@ -1,8 +1,17 @@
 """``respo main``: the README's main job, an embedded default that runs offline on a CPU.
 
-Today it regenerates the theory figures (the notebooks under ``notebooks/theory_*.ipynb``) into
-``paper_figures/``. Later stages (the synthetic-track comparison of GRPO/RRPO/SRPO) are added here
-as they land; each stage prints its wall time.
+Two stages, each printing its wall time:
+
+1. ``respo figures``: every notebook under ``notebooks/`` into ``paper_figures/``: the theory
+   figures (computed from scratch) and the CPU-track figures and tables (read from the committed
+   run results under ``experiments/results/cpu_track/full``).
+2. ``respo cpu-track --suite quick``: a short comparison of GRPO, RRPO, SRPO (confidence
+   self-localizer) and the oracle reset on the synthetic step-verifiable task, 3 seeds, starting
+   from the shipped supervised warm-up model (trained first if it is missing). Runs, figures and
+   the results table go to ``runs/cpu_track/quick/``; the table is printed. Interrupted? Run the
+   same command again: finished runs are skipped, the others resume from their checkpoints.
+
+``--suite smoke`` replaces stage 2 by a seconds-long plumbing check on a random tiny model.
 """
 
 from __future__ import annotations
@@ -12,18 +21,37 @@ import time
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="respo main", description=__doc__)
+    parser = argparse.ArgumentParser(prog="respo main", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=("small", "full"), default="full",
-                        help="figure size: small is a seconds-long smoke version")
-    parser.add_argument("--out", default=None, help="output folder (default: the repo's paper_figures/)")
+                        help="theory figure size: small is a seconds-long smoke version")
+    parser.add_argument("--out", default=None, help="figure folder (default: the repo's paper_figures/)")
+    parser.add_argument("--suite", default="quick", help="CPU-track suite of stage 2 (quick, smoke, full)")
+    parser.add_argument("--runs-dir", default="runs/cpu_track", help="where stage 2 writes its runs")
+    parser.add_argument("--skip-figures", action="store_true", help="skip stage 1")
+    parser.add_argument("--skip-training", action="store_true", help="skip stage 2")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads of stage 2")
     args = parser.parse_args(argv)
 
-    from respo.commands import figures
+    from respo.commands import cpu_track, figures
 
-    t0 = time.perf_counter()
-    fig_args = ["--size", args.size]
-    if args.out:
-        fig_args += ["--out", args.out]
-    rc = figures.main(fig_args)
-    print(f"[respo main] theory figures: {time.perf_counter() - t0:.1f} s (exit {rc})")
-    return rc
+    t_all = time.perf_counter()
+    if not args.skip_figures:
+        t0 = time.perf_counter()
+        fig_args = ["--size", args.size]
+        if args.out:
+            fig_args += ["--out", args.out]
+        rc = figures.main(fig_args)
+        print(f"[respo main] stage 1, figures: {time.perf_counter() - t0:.1f} s (exit {rc})", flush=True)
+        if rc:
+            return rc
+    if not args.skip_training:
+        t0 = time.perf_counter()
+        rc = cpu_track.main(["--suite", args.suite, "--runs-dir", args.runs_dir,
+                             "--threads", str(args.threads)])
+        print(f"[respo main] stage 2, cpu-track suite {args.suite!r}: {time.perf_counter() - t0:.1f} s "
+              f"(exit {rc})", flush=True)
+        if rc:
+            return rc
+    print(f"[respo main] done in {time.perf_counter() - t_all:.1f} s")
+    return 0

@@ -33,7 +33,10 @@ def load_presets() -> ModuleType:
         raise FileNotFoundError(f"{path} not found: respo train needs a source checkout for presets")
     spec = importlib.util.spec_from_file_location("respo_experiment_presets", path)
     assert spec is not None and spec.loader is not None
+    if "respo_experiment_presets" in sys.modules:
+        return sys.modules["respo_experiment_presets"]
     mod = importlib.util.module_from_spec(spec)
+    sys.modules["respo_experiment_presets"] = mod  # dataclasses there look their module up
     spec.loader.exec_module(mod)
     return mod
 

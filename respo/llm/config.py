@@ -34,6 +34,9 @@ class ModelConfig:
     sft_cache_dir: str = "runs/cpu_track/sft-cache"
     """Where ``sft-warmup`` models are cached (the default of ``experiments/cpu_track/warmup.py``;
     a missing model is trained there first, about 6 minutes on 2 CPU cores)."""
+    sft_shipped_dir: str = "experiments/results/cpu_track/warmup"
+    """Searched before the cache for a finished ``sft-warmup`` of the same config (relative paths
+    are taken from the repository root): the repository ships the default warm-up model there."""
     tiny_hidden: int = 64
     """Hidden size of the ``tiny`` model."""
     tiny_layers: int = 2
@@ -73,9 +76,12 @@ class SamplingConfig:
     """At most this many tokens per thought (the paper: 256)."""
     max_response_tokens: int = 5000
     """Response budget in tokens; a chain that runs out is cut back to its last complete thought."""
-    prompt_variant: Literal["paper", "small"] = "small"
-    """Completion prompt wording: ``paper`` (thought delimiter named in the prompt) or ``small``
-    (one step per line, for small models with the newline delimiter)."""
+    prompt_variant: Literal["paper", "small", "bare", "chat"] = "small"
+    """Prompt wording: ``paper`` (thought delimiter named in the prompt) or ``small``
+    (one step per line, for small models with the newline delimiter) or ``bare`` (``Q: <question>``
+    only, for a model trained from scratch that cannot read instructions) or ``chat`` (the
+    question and a step-by-step, ``\\boxed{}`` instruction as one user message in the tokenizer's
+    chat template, for instruct models; the chain ends at its end-of-turn token)."""
     localizer: Literal["prompted", "confidence"] = "prompted"
     """SRPO's self-localizer: ``prompted`` (the paper: the policy is asked for the first wrong
     step) or ``confidence`` (first thought with a token below ``confidence_threshold``; one
@@ -130,6 +136,11 @@ class EvalConfig:
     """Held-out problems per evaluation (the paper: at most 500 per benchmark)."""
     sampled: bool = True
     """Also report sampled pass@1 (at the rollout temperature) besides greedy pass@1."""
+    seed: int | None = None
+    """Generator seed of the held-out problems and of the sampled evaluation (None = the run's
+    ``seed``). Fix it across the seeds of a comparison so every run is scored on the same set."""
+    at_start: bool = False
+    """Also evaluate before the first update; logged on the first line as ``eval0/*``."""
 
 
 @dataclass(frozen=True)
@@ -178,6 +189,14 @@ class TrainConfig:
     """Write a checkpoint every this many steps (and after the last); 0 = only the last."""
     keep_checkpoints: int = 1
     """How many recent checkpoints to keep on disk."""
+    log_rollouts: bool = True
+    """Write ``rollouts.jsonl``: per step and prompt the fresh rewards and, per localized parent,
+    its reset step, fallback flag, ground-truth first error (tasks with a step judge) and suffix
+    rewards (``experiments/notes/run-format.md``)."""
+    diagnostics_every: int = 0
+    """Every this many steps (0 = never), measure per-token gradient magnitudes (the norm of
+    d loss / d logits at each trained position, pre-update weights): ``grad/*`` metrics and a
+    ``grads/step_NNNNNN.json`` per-thought heatmap sample. Costs one extra forward per chain."""
     model: ModelConfig = field(default_factory=ModelConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -199,6 +218,8 @@ class TrainConfig:
                 f"prompts_per_step={self.prompts_per_step} must be a multiple of "
                 f"minibatch_prompts={self.minibatch_prompts}"
             )
+        if self.diagnostics_every < 0:
+            raise ValueError(f"diagnostics_every must be >= 0, got {self.diagnostics_every}")
         if not (math.isfinite(self.kl_coef) and self.kl_coef >= 0):
             raise ValueError(f"kl_coef must be a finite number >= 0, got {self.kl_coef}")
 

@@ -5,7 +5,17 @@ Both follow ``method.md`` sections 2 and 4 in our own words (the authors' wordin
 - ``completion_prompt``: no chat template. Asks for one step at a time, each ended by the
   delimiter, one substantive observation/calculation/deduction per step, the final step holding
   ``\\boxed{answer}``; then ``Q: <question>``. Variant ``"small"`` is shorter and asks for one step
-  per line (newline delimiter), for small models that rarely emit ``</thought>``.
+  per line (newline delimiter), for small models that rarely emit ``</thought>``. Variant
+  ``"bare"`` is only ``Q: <question>`` and a newline: for a model trained from scratch (the CPU
+  track's character model), which cannot read instructions, a fixed instruction text is only
+  extra sequence length (it slowed its supervised warm-up, ``experiments/LOG.md``).
+- ``chat_messages`` / ``prompt_text`` / ``prompt_token_ids``: variant ``"chat"``, for instruct
+  models (SmolLM2-135M-Instruct answers 0/64 with the raw completion prompt, LOG.md): one user
+  message (the question, then a short instruction: one step per line, a last line
+  "The answer is ``\\boxed{N}``") rendered with the tokenizer's chat template and ``add_generation_prompt``,
+  so the prompt ends where the assistant turn starts. The chain then ends at the model's
+  end-of-turn token (an EOS of the backend) or at a boxed answer. ``completion_prompt`` refuses
+  ``"chat"`` (it needs a tokenizer); ``prompt_token_ids`` renders every variant.
 - ``localization_messages``: chat messages (the caller applies the tokenizer's chat template).
   The failed chain is shown as ``Step i: <text>`` without delimiters; the ground truth is not
   shown; the model must commit to one step number and end with ``\\boxed{N}``. It is biased toward
@@ -15,9 +25,22 @@ Both follow ``method.md`` sections 2 and 4 in our own words (the authors' wordin
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
-PromptVariant = Literal["paper", "small"]
+import numpy as np
+
+PromptVariant = Literal["paper", "small", "bare", "chat"]
+
+CHAT_INSTRUCTION = (
+    "Show your working, one short step per line. On the last line, write "
+    '"The answer is \\boxed{N}" where N is the final number.'
+)
+"""The instruction of the ``chat`` variant, placed after the question in the user message.
+
+Chosen by ``experiments/real_track/probe.py`` on SmolLM2-135M-Instruct (16 problems x 4 samples,
+T = 0.7): "... End with the final answer in \\boxed{}." gave 4.7% on 2-term one-digit
+``basic_arithmetic`` (the model writes "6 - 8 = -4" and stops), this wording 12.5% (it then
+mostly writes "The answer is N", which ``gym-phrase`` tasks accept; it rarely boxes)."""
 
 
 def completion_prompt(
@@ -40,7 +63,70 @@ def completion_prompt(
             "Write the final answer as \\boxed{answer}.\n\n"
             f"Q: {q}\nSolution:\n"
         )
-    raise ValueError(f"unknown prompt variant {variant!r}; valid: paper, small")
+    if variant == "bare":
+        return f"Q: {q}\n"
+    if variant == "chat":
+        raise ValueError("prompt variant 'chat' is rendered with a tokenizer's chat template: "
+                         "use respo.llm.prompts.prompt_text / prompt_token_ids")
+    raise ValueError(f"unknown prompt variant {variant!r}; valid: paper, small, bare, chat")
+
+
+def chat_messages(question: str) -> list[dict[str, str]]:
+    """The single user message of the ``chat`` variant (question, then ``CHAT_INSTRUCTION``)."""
+    return [{"role": "user", "content": f"{question.strip()}\n\n{CHAT_INSTRUCTION}"}]
+
+
+def require_chat_template(tokenizer: Any) -> None:
+    """ValueError unless ``tokenizer`` has a chat template (needed by the ``chat`` variant)."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError(f"prompt variant 'chat' needs a tokenizer with a chat template; "
+                         f"{type(tokenizer).__name__} has none (use 'small', 'paper' or 'bare')")
+
+
+def end_of_turn_id(tokenizer: Any) -> int | None:
+    """The special token the chat template closes a message with (``<|im_end|>`` for SmolLM2).
+
+    Found by rendering one user message and taking the first special token after its content;
+    None when there is none. A chat-prompted chain must end there, so it must be an EOS id of the
+    generation backend (``LMSampler`` checks it).
+    """
+    require_chat_template(tokenizer)
+    mark = "respo-end-of-turn-probe"
+    text = str(tokenizer.apply_chat_template([{"role": "user", "content": mark}],
+                                             add_generation_prompt=False, tokenize=False))
+    pos = text.rfind(mark)
+    if pos == -1:
+        return None
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    for i in tokenizer(text[pos + len(mark):], add_special_tokens=False)["input_ids"]:
+        if int(i) in special:
+            return int(i)
+    return None
+
+
+def prompt_text(
+    tokenizer: Any, question: str, *, delimiter: str = "</thought>", variant: PromptVariant = "paper"
+) -> str:
+    """The rendered prompt text of any variant (``chat``: the tokenizer's chat template)."""
+    if variant != "chat":
+        return completion_prompt(question, delimiter=delimiter, variant=variant)
+    require_chat_template(tokenizer)
+    return str(tokenizer.apply_chat_template(chat_messages(question), add_generation_prompt=True,
+                                             tokenize=False))
+
+
+def prompt_token_ids(
+    tokenizer: Any, question: str, *, delimiter: str = "</thought>", variant: PromptVariant = "paper"
+) -> np.ndarray:
+    """Prompt ids of any variant, int64 [T].
+
+    Completion variants are tokenized with the tokenizer's default special tokens (unchanged
+    behaviour); ``chat`` text already holds the template's specials, so it is tokenized without
+    adding any (the ids equal ``apply_chat_template(..., tokenize=True)``; a test checks it).
+    """
+    text = prompt_text(tokenizer, question, delimiter=delimiter, variant=variant)
+    enc = tokenizer(text, add_special_tokens=False) if variant == "chat" else tokenizer(text)
+    return np.asarray(enc["input_ids"], dtype=np.int64)
 
 
 LOCALIZE_INSTRUCTIONS = (

@@ -34,7 +34,7 @@ import numpy as np
 from numpy.random import Generator
 
 from respo.llm.generation import Generation, GenerationBackend, GroupBackend, StopRule
-from respo.llm.prompts import PromptVariant, completion_prompt
+from respo.llm.prompts import PromptVariant, end_of_turn_id, prompt_token_ids
 from respo.llm.thoughts import (
     AnswerDetector,
     ThoughtFormat,
@@ -66,7 +66,8 @@ class SampleConfig:
     delimiter: str = "</thought>"
     """End-of-thought text (paper: ``</thought>``; ``"\\n"`` for small models)."""
     prompt_variant: PromptVariant = "paper"
-    """Completion prompt wording: "paper" or "small" (one step per line)."""
+    """Prompt wording: "paper", "small" (one step per line), "bare" (``Q: <question>``) or
+    "chat" (one user message in the tokenizer's chat template; ``respo.llm.prompts``)."""
 
 
 def resolve_backend(policy: object, default: GenerationBackend) -> GenerationBackend:
@@ -97,6 +98,13 @@ class LMSampler:
         self.tokenizer = tokenizer
         self.task = task
         self.cfg = cfg
+        if cfg.prompt_variant == "chat":  # the chain must end at the model's end of turn
+            eot = end_of_turn_id(tokenizer)
+            eos = getattr(backend, "eos_ids", None)
+            if eot is not None and eos is not None and eot not in eos:
+                raise ValueError(f"prompt variant 'chat': the chat template's end-of-turn token "
+                                 f"{eot} is not an EOS id of the backend ({sorted(eos)}); "
+                                 "pass eos_ids to the backend")
         self.fmt = ThoughtFormat.for_tokenizer(tokenizer, cfg.delimiter, detector=detector)
         self.stop = StopRule(self.fmt, max_thought_tokens=cfg.max_thought_tokens,
                              max_thoughts=cfg.max_thoughts, overflow=cfg.overflow)
@@ -106,10 +114,10 @@ class LMSampler:
 
     # -- problems --------------------------------------------------------------------------
     def prompt_ids(self, problem: Problem) -> np.ndarray:
-        """Token ids of the completion prompt of ``problem`` (tokenizer's default specials)."""
-        text = completion_prompt(problem.question, delimiter=self.cfg.delimiter,
-                                 variant=self.cfg.prompt_variant)
-        return np.asarray(self.tokenizer(text)["input_ids"], dtype=np.int64)
+        """Token ids of the prompt of ``problem``: the completion prompt (tokenizer's default
+        specials) or, for ``prompt_variant="chat"``, the chat template up to the assistant turn."""
+        return prompt_token_ids(self.tokenizer, problem.question, delimiter=self.cfg.delimiter,
+                                variant=self.cfg.prompt_variant)
 
     def register(self, problem: Problem, prompt_ids: np.ndarray) -> TokenState:
         """Bind ``problem`` to ``prompt_ids`` and return the root state."""

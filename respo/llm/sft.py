@@ -84,9 +84,10 @@ class SFTConfig:
     """Attention heads (cpu-track.md: 4)."""
     intermediate: int = 512
     """MLP width (cpu-track.md: 512); with tied embeddings about 1.05M parameters in all."""
-    steps: int = 600
-    """Optimizer steps actually taken (cpu-track.md: sharp transition at ~400-450 steps; ~600
-    saturates greedy accuracy)."""
+    steps: int = 500
+    """Optimizer steps actually taken. With the bare prompt the transition comes at ~250-400
+    steps (held-out greedy pass@1 0.24 / 0.48 / 0.91 after 250 / 300 / 400 steps of this 500-step
+    schedule, ``experiments/LOG.md``); the RL track starts from the 300-step snapshot."""
     schedule_steps: int | None = None
     """Length of the cosine schedule (None = ``steps``). Setting it above ``steps`` describes a
     run stopped early: the model after ``steps`` steps of a longer schedule (snapshots)."""
@@ -123,8 +124,10 @@ class SFTConfig:
     trainer's ``arithmetic`` task) or ``=v`` (needs another answer detector in the sampler)."""
     delimiter: str = "\n"
     """Thought delimiter the sampler will use (``SamplingConfig.delimiter``)."""
-    prompt_variant: PromptVariant = "small"
-    """Completion prompt wording the sampler will use (``SamplingConfig.prompt_variant``)."""
+    prompt_variant: PromptVariant = "bare"
+    """Completion prompt wording the sampler will use (``SamplingConfig.prompt_variant``). ``bare``
+    (just ``Q: <question>``): with the ``small`` instruction prompt the model had not reached the
+    transition after 600 steps (greedy pass@1 0.17), with ``bare`` it had by 300."""
 
     def __post_init__(self) -> None:
         for k in ("hidden", "layers", "heads", "intermediate", "steps", "batch_size"):
@@ -541,6 +544,20 @@ def save_warmup(path: str | Path, model: Any, tokenizer: Any, cfg: SFTConfig,
     return path
 
 
+def warmup_config(name: str = "sft-warmup") -> SFTConfig:
+    """The ``SFTConfig`` a model name stands for: ``sft-warmup`` = the defaults, ``sft-warmup:K``
+    = the same run stopped after K steps of its schedule (a snapshot)."""
+    if not (name == "sft-warmup" or name.startswith("sft-warmup:")):
+        raise ValueError(f"{name!r} is not a warm-up model name (sft-warmup or sft-warmup:K)")
+    cfg = SFTConfig()
+    steps = name.partition(":")[2]
+    if steps:
+        if not steps.isdigit() or int(steps) < 1:
+            raise ValueError(f"{name!r}: K in sft-warmup:K must be a positive step count")
+        cfg = dataclasses.replace(cfg, steps=int(steps), schedule_steps=cfg.total_schedule)
+    return cfg
+
+
 def is_complete(path: str | Path) -> bool:
     """Whether ``path`` is a finished warm-up checkpoint (renamed into place, ``sft.json`` present)."""
     return (Path(path) / INFO_FILE).is_file()
@@ -553,14 +570,24 @@ def warmup_checkpoint(
     progress: Callable[[dict[str, float]], None] | None = None,
     evaluate: Callable[[Any, Any], dict[str, Any]] | None = None,
     snapshot_steps: Sequence[int] = (),
+    shipped: Sequence[str | Path] = (),
 ) -> Path:
     """Path of the cached warm-up checkpoint of ``cfg``; trains and saves it when missing.
+
+    ``shipped``: folders searched first for a finished ``sft-<key>`` of the same config (the
+    repository ships the CPU track's default warm-up under ``experiments/results/cpu_track/warmup``
+    so the main job need not retrain it; the key covers every config field and the format
+    version, so a changed config never picks up a stale model).
 
     ``evaluate(model, tokenizer) -> metrics`` (optional) is stored under ``metrics`` in
     ``sft.json``. ``snapshot_steps``: also cache the models after those steps, each under the
     config ``replace(cfg, steps=k, schedule_steps=cfg.total_schedule)`` (the same training,
     stopped early), if not cached yet. Leftover ``*.tmp-*`` folders of killed runs are ignored.
     """
+    for folder in shipped:
+        candidate = checkpoint_path(cfg, folder)
+        if is_complete(candidate):
+            return candidate
     path = checkpoint_path(cfg, cache_dir)
     if is_complete(path):
         return path
@@ -603,6 +630,6 @@ def load_warmup(path: str | Path) -> tuple[Any, Any, dict[str, Any]]:
 
 __all__ = [
     "EvalLimits", "SFTConfig", "SFTExample", "build_model", "chain_stats", "checkpoint_path", "evaluate_policy",
-    "is_complete", "load_warmup", "lr_multiplier", "prompt_ids", "save_warmup", "sft_examples",
+    "is_complete", "load_warmup", "warmup_config", "lr_multiplier", "prompt_ids", "save_warmup", "sft_examples",
     "sft_logits", "sft_loss", "shared_prefix_len", "train_sft", "training_data", "warmup_checkpoint",
 ]

@@ -51,7 +51,7 @@ from respo.llm.config import TrainConfig, config_to_dict
 from respo.llm.data import shard, step_indices
 from respo.llm.metrics import append_jsonl, truncate_after_step
 from respo.losses import agg_loss, get_loss, kl_k3, masked_mean, suffix_mask, token_logprobs
-from respo.resets import Chain, Localizer, Sampler
+from respo.resets import Chain, Localizer, Sampler, localizer_quality
 from respo.tasks.base import Problem, check_reward
 
 
@@ -84,6 +84,10 @@ class Parts:
     """Counters read (and reset) once per step, e.g. ``LMSampler.pop_stats`` (``gen/tokens``)
     and a localizer's ``pop_stats`` (``localize/tokens``: SRPO's localization overhead); summed
     over processes and reported as they are."""
+    judge: Callable[[Chain[Any]], int | None] | None = None
+    """The task's ground-truth first erroneous thought of a chain (tasks with a step judge), used
+    for the localization metrics (``loc/*``, ``rollouts.jsonl``); never for training, except by the
+    oracle variant, whose localizer holds its own copy."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -259,9 +263,8 @@ def accepts_logits_to_keep(model: Any) -> bool:
     return "logits_to_keep" in inspect.signature(inner.forward).parameters
 
 
-def _logp(model: Any, m: _Micro, temperature: float, dtype: torch.dtype | None,
-          keep: bool = False) -> torch.Tensor:
-    """log pi(token_{t+1} | tokens_<=t) for target positions t = k0 .. L-2, shape [n, L-1-k0]."""
+def _logits(model: Any, m: _Micro, dtype: torch.dtype | None, keep: bool = False) -> torch.Tensor:
+    """Logits of target positions t = k0 .. L-2, shape [n, L-1-k0, V]."""
     ctx = torch.autocast(m.ids.device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
     width = m.ids.shape[1]
     with ctx:
@@ -269,10 +272,113 @@ def _logp(model: Any, m: _Micro, temperature: float, dtype: torch.dtype | None,
             logits = model(input_ids=m.ids, attention_mask=m.attn, logits_to_keep=width - m.first).logits
         else:
             logits = model(input_ids=m.ids, attention_mask=m.attn).logits[:, m.first:]
-    return token_logprobs(logits[:, :-1], m.ids[:, m.first + 1:], temperature=temperature)
+    return logits[:, :-1]
 
 
-RESUME_MAY_CHANGE = ("name", "steps", "eval", "checkpoint_every", "keep_checkpoints", "derived")
+def _logp(model: Any, m: _Micro, temperature: float, dtype: torch.dtype | None,
+          keep: bool = False) -> torch.Tensor:
+    """log pi(token_{t+1} | tokens_<=t) for target positions t = k0 .. L-2, shape [n, L-1-k0]."""
+    return token_logprobs(_logits(model, m, dtype, keep), m.ids[:, m.first + 1:], temperature=temperature)
+
+
+def token_grad_magnitudes(model: Any, m: _Micro, loss_fn: Callable[..., Any], *, agg: str,
+                          norm: torch.Tensor, temperature: float, dtype: torch.dtype | None,
+                          keep: bool, clip_eps: float, clip_c: float | None) -> torch.Tensor:
+    """Per-token gradient magnitude ``|| d loss / d logits_t ||_2`` at the current weights, [n, T].
+
+    The loss is the run's own (``loss_fn`` with its aggregation and mini-batch ``norm``), with the
+    old log-probs of ``m`` (the current ones when unset: ratio 1). Only the logits are leaves, so
+    no parameter gradient is formed; untrained positions are 0. This is the "mean per-token
+    |grad|" of the paper's gradient-concentration figure, measured where the loss enters the model.
+    """
+    with torch.no_grad():
+        z = _logits(model, m, dtype, keep).float()
+    z.requires_grad_(True)
+    with torch.enable_grad():
+        logp = token_logprobs(z, m.ids[:, m.first + 1:], temperature=temperature)
+        old = m.old_logp if m.old_logp is not None else logp.detach()
+        loss, _ = loss_fn(logp, old, m.adv, m.mask, agg=agg, clip_eps=clip_eps, clip_c=clip_c, norm=norm)
+        (g,) = torch.autograd.grad(loss, z)
+    return g.norm(dim=-1) * m.mask
+
+
+# -- rollout records and localization metrics (experiments/notes/run-format.md) -----------------
+
+
+def rollout_records(buffers: Sequence[Buffer[Any]], problems: Sequence[Problem],
+                    judge: Callable[[Chain[Any]], int | None] | None) -> list[dict[str, Any]]:
+    """One JSON-ready record per prompt: fresh rewards and, per localized parent, the reset step,
+    the fallback flag, the ground-truth first error (``judge``; None without one) and the rewards
+    of its suffix group."""
+    out: list[dict[str, Any]] = []
+    for prob, b in zip(problems, buffers, strict=True):
+        groups = b.group.tolist()
+        fresh = [float(c.reward) for c, r in zip(b.chains, b.role, strict=True) if r == "fresh"]
+        resets = []
+        for j, (parent, lr) in enumerate(zip(b.parents, b.locates, strict=True)):
+            g = b.suffix_group_of[j] if j < len(b.suffix_group_of) else -1
+            suffix = [float(c.reward) for c, gg, r in zip(b.chains, groups, b.role, strict=True)
+                      if g >= 0 and gg == g and r == "suffix"]
+            truth = judge(parent) if judge is not None else None
+            resets.append({"n_thoughts": parent.n_thoughts, "step": lr.step, "fell_back": bool(lr.fell_back),
+                           "truth": None if truth is None else int(truth), "suffix": suffix})
+        out.append({"problem": str(prob.id), "fresh": fresh, "resets": resets})
+    return out
+
+
+def localization_metrics(records: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """``loc/*`` and ``g2/pass_clean|erroneous`` of one step's records.
+
+    beta (false-discovery rate) and gamma (recall) compare the reset step actually used (a
+    fallback's step included: it is where the suffix group was sampled) with the ground-truth first
+    error, over parents whose truth is known (``respo.resets.localizer_quality``). A kept prefix
+    (thoughts 1..k-1) is clean when truth >= k, erroneous when truth < k.
+    """
+    rs = [r for rec in records for r in rec["resets"]]
+    q = localizer_quality([r["step"] for r in rs], [r["truth"] for r in rs])
+    clean = [x for r in rs if r["truth"] is not None and r["step"] is not None and r["truth"] >= r["step"]
+             for x in r["suffix"]]
+    err = [x for r in rs if r["truth"] is not None and r["step"] is not None and r["truth"] < r["step"]
+           for x in r["suffix"]]
+    nan = float("nan")
+    return {
+        "loc/beta": q["beta"], "loc/gamma": q["gamma"], "loc/at_or_before": q["at_or_before"],
+        "loc/n": q["n_chains"],
+        "g2/pass_clean": float(np.mean([x >= 1.0 for x in clean])) if clean else nan,
+        "g2/pass_erroneous": float(np.mean([x >= 1.0 for x in err])) if err else nan,
+        "g2/count_clean": float(len(clean)), "g2/count_erroneous": float(len(err)),
+    }
+
+
+def thought_grads(chain: Chain[Any], g: torch.Tensor, first: int) -> list[float | None]:
+    """Mean per-token gradient magnitude of each thought of ``chain`` (None for copied thoughts).
+
+    ``g`` is the chain's row of ``token_grad_magnitudes`` (column c = target position first + c,
+    which predicts token first + c + 1).
+    """
+    out: list[float | None] = []
+    for t in range(1, chain.n_thoughts + 1):
+        if t <= chain.prefix_len:
+            out.append(None)
+            continue
+        a, b = len(chain.states[t - 1].ids) - 1 - first, len(chain.states[t].ids) - 1 - first
+        seg = g[max(a, 0):max(b, 0)]
+        out.append(float(seg.mean()) if seg.numel() else None)
+    return out
+
+
+def _write_json_atomic(path: Path, obj: Any) -> None:
+    import json
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj) + "\n")
+    os.replace(tmp, path)
+
+
+RESUME_MAY_CHANGE = ("name", "steps", "eval", "checkpoint_every", "keep_checkpoints", "derived",
+                     "diagnostics_every", "log_rollouts")
 """Config fields a resumed run may change (everything else must match the saved config.json)."""
 
 
@@ -353,6 +459,7 @@ def train(
             start_step = int(state["step"]) + 1
         if main:  # drop lines logged after the checkpoint (all of them if there is none)
             truncate_after_step(run_path / "metrics.jsonl", start_step - 1)
+            truncate_after_step(run_path / "rollouts.jsonl", start_step - 1)
     elif run_path is not None and main and (run_path / "metrics.jsonl").exists():
         raise FileExistsError(f"{run_path / 'metrics.jsonl'} exists: pass resume=True or use a new run dir")
     acc.wait_for_everyone()
@@ -360,6 +467,12 @@ def train(
 
     mb_local = cfg.minibatch_prompts // world
     n_train = len(parts.train_problems)
+    eval0: dict[str, float] = {}
+    if parts.evaluate is not None and cfg.eval.at_start and start_step == 0 and cfg.steps > 0:
+        if main:
+            ev = parts.evaluate(policy, list(parts.eval_problems)[: cfg.eval.problems])
+            eval0 = {f"eval0/{k}": float(v) for k, v in ev.items()}
+        acc.wait_for_everyone()
     for step in range(start_step, cfg.steps):
         t_step = time.perf_counter()
         idx = step_indices(n_train, step, cfg.prompts_per_step, seed=cfg.seed)
@@ -390,8 +503,11 @@ def train(
         t0 = time.perf_counter()
         advs = [adv_fn(b.rewards, b.group) for b in buffers]
         minibatches: list[list[_Micro]] = []
+        micro_chains: list[list[list[tuple[int, int]]]] = []  # (buffer index, chain index) per row
         for m0 in range(0, len(buffers), mb_local):
-            chains = [c for b in buffers[m0:m0 + mb_local] for c in b.chains]
+            where = [(bi, ci) for bi in range(m0, min(m0 + mb_local, len(buffers)))
+                     for ci in range(len(buffers[bi].chains))]
+            chains = [buffers[bi].chains[ci] for bi, ci in where]
             adv = [float(a) for av in advs[m0:m0 + mb_local] for a in av]
             micros = [
                 _collate(chains[k:k + cfg.micro_batch_chains], adv[k:k + cfg.micro_batch_chains],
@@ -399,6 +515,8 @@ def train(
                 for k in range(0, len(chains), cfg.micro_batch_chains)
             ]
             minibatches.append(micros)
+            micro_chains.append([where[k:k + cfg.micro_batch_chains]
+                                 for k in range(0, len(chains), cfg.micro_batch_chains)])
         n_micro = torch.tensor([len(mb) for mb in minibatches], device=device)
         if world > 1 and not torch.equal(_all_reduce(n_micro, "max"), n_micro):
             raise RuntimeError("processes hold different numbers of micro-batches (unequal budgets)")
@@ -417,6 +535,43 @@ def train(
                             with peft_model.disable_adapter():
                                 m.ref_logp = _logp(model, m, temperature, ac_dtype, keep)
         t_prep = time.perf_counter() - t0
+
+        # -- gradient diagnostics (pre-update weights) -------------------------------------------
+        diag: dict[str, float] = {}
+        heat: dict[str, Any] | None = None
+        if cfg.diagnostics_every > 0 and step % cfg.diagnostics_every == 0:
+            t0 = time.perf_counter()
+            sums = torch.zeros(4, dtype=torch.float64, device=device)  # suffix sum, n, fresh sum, n
+            rows: dict[tuple[int, int], list[float | None]] = {}
+            for mb, mwhere in zip(minibatches, micro_chains, strict=True):
+                n_tok = torch.stack([m.mask.sum() for m in mb]).sum().float()
+                n_seq = torch.tensor(float(sum(m.ids.shape[0] for m in mb)), device=device)
+                norm = n_tok if obj.agg == "token-mean" else n_seq
+                for m, where in zip(mb, mwhere, strict=True):
+                    g = token_grad_magnitudes(model, m, loss_fn, agg=obj.agg, norm=norm,
+                                              temperature=temperature, dtype=ac_dtype, keep=keep,
+                                              clip_eps=cfg.clip_eps, clip_c=cfg.clip_c).double()
+                    for row, (bi, ci) in enumerate(where):
+                        role = buffers[bi].role[ci]
+                        k = 0 if role == "suffix" else 2
+                        sums[k] += g[row].sum()
+                        sums[k + 1] += m.mask[row].sum()
+                        rows[(bi, ci)] = thought_grads(buffers[bi].chains[ci], g[row], m.first)
+            sums = _all_reduce(sums, "sum")
+            s_mean = float(sums[0] / sums[1]) if sums[1] > 0 else float("nan")
+            f_mean = float(sums[2] / sums[3]) if sums[3] > 0 else float("nan")
+            diag = {"grad/suffix_token_mean": s_mean, "grad/fresh_token_mean": f_mean,
+                    "grad/suffix_fresh_ratio": s_mean / f_mean if f_mean > 0 else float("nan")}
+            both = [bi for bi, b in enumerate(buffers) if {"fresh", "suffix"} <= set(b.role)]
+            bi = both[0] if both else 0
+            if buffers:
+                b = buffers[bi]
+                heat = {"step": step, "problem": str(probs[bi].id), "rows": [
+                    {"role": b.role[ci], "group": int(b.group[ci]), "reward": float(c.reward),
+                     "advantage": float(advs[bi][ci]), "prefix_thoughts": int(c.prefix_len),
+                     "thought_grad": rows[(bi, ci)]}
+                    for ci, c in enumerate(b.chains)]}
+            diag["time/diagnostics"] = time.perf_counter() - t0
 
         # -- updates -------------------------------------------------------------------------
         t0 = time.perf_counter()
@@ -488,11 +643,13 @@ def train(
         popped = {k: float(v) for k, v in zip(popped, counts[4:].tolist(), strict=True)}
         skeletons = [_skeleton(b) for b in buffers]
         fresh_gen = [c.reward for b in buffers for c in b.generated if c.prefix_len == 0]
+        records = rollout_records(buffers, probs, parts.judge)
         if world > 1:
             from accelerate.utils import gather_object
 
             skeletons = gather_object(skeletons)
             fresh_gen = gather_object(fresh_gen)
+            records = gather_object(records)
         rows = [(c.reward, r) for b in skeletons for c, r in zip(b.chains, b.role, strict=True)]
         g2 = [r for r, role in rows if role == "suffix"]
         g1 = [r for r, role in rows if role == "fresh"]
@@ -523,6 +680,11 @@ def train(
             "tokens/localization": popped.get("localize/tokens", 0.0),
         })
         metrics.update(popped)
+        if parts.judge is not None:
+            metrics.update(localization_metrics(records))
+        metrics.update(diag)
+        if step == 0:
+            metrics.update(eval0)
         if parts.evaluate is not None and cfg.eval.every > 0 and (
                 (step + 1) % cfg.eval.every == 0 or step + 1 == cfg.steps):
             t0 = time.perf_counter()
@@ -537,6 +699,10 @@ def train(
         # -- write: the metrics line first, then the checkpoint (resume drops lines after it) ---
         if run_path is not None:
             if main:
+                if heat is not None:
+                    _write_json_atomic(run_path / "grads" / f"step_{step:06d}.json", heat)
+                if cfg.log_rollouts:
+                    append_jsonl(run_path / "rollouts.jsonl", {"step": step, "prompts": records})
                 append_jsonl(run_path / "metrics.jsonl", metrics)
             last_step = step + 1 == cfg.steps
             every = cfg.checkpoint_every

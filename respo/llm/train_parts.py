@@ -45,6 +45,14 @@ def build_task(name: str) -> Any:
     return task
 
 
+def shipped_dir(folder: str) -> Any:
+    """``folder`` as a Path; a relative one is taken from the repository root (beside ``respo/``)."""
+    from pathlib import Path
+
+    p = Path(folder)
+    return p if p.is_absolute() else Path(__file__).resolve().parents[2] / p
+
+
 def build_model(cfg: TrainConfig) -> tuple[Any, Any]:
     """(model, tokenizer) for ``cfg.model``, with LoRA adapters when ``lora_rank > 0``."""
     import torch
@@ -60,18 +68,14 @@ def build_model(cfg: TrainConfig) -> tuple[Any, Any]:
         model, tok = models.load_smollm2()
     elif m.name == "sft-warmup" or m.name.startswith("sft-warmup:"):
         # The CPU track's supervised warm-up (respo.llm.sft), trained once and cached.
-        import dataclasses
         from pathlib import Path
 
         from transformers import AutoModelForCausalLM
 
         from respo.llm import sft
 
-        steps = m.name.partition(":")[2]
-        scfg = sft.SFTConfig()
-        if steps:
-            scfg = dataclasses.replace(scfg, steps=int(steps), schedule_steps=scfg.total_schedule)
-        path = sft.warmup_checkpoint(scfg, Path(m.sft_cache_dir))
+        path = sft.warmup_checkpoint(sft.warmup_config(m.name), Path(m.sft_cache_dir),
+                                     shipped=[shipped_dir(m.sft_shipped_dir)])
         model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
         tok = models.char_tokenizer()
     else:
@@ -107,7 +111,8 @@ def build_parts(cfg: TrainConfig, *, device: Any = "cpu") -> Parts:
     model.to(device)
     task = build_task(cfg.task)
     train_problems = task.problems(cfg.train_problems, seed=cfg.seed, split="train")
-    eval_problems = task.problems(cfg.eval.problems, seed=cfg.seed, split="test") if cfg.eval.every else []
+    eval_seed = cfg.seed if cfg.eval.seed is None else cfg.eval.seed
+    eval_problems = task.problems(cfg.eval.problems, seed=eval_seed, split="test") if cfg.eval.every else []
     s = cfg.sampling
     backend = HFBackend(model, tok, device=str(device))
     scfg = SampleConfig(max_new_tokens=s.max_response_tokens, temperature=s.temperature, top_p=s.top_p,
@@ -117,17 +122,19 @@ def build_parts(cfg: TrainConfig, *, device: Any = "cpu") -> Parts:
     kind = cfg.variant_row.localizer
     localizer: Any = None
     sources = [sampler.pop_stats]
-    if kind == "uniform":
-        localizer = UniformLocalizer()
-    elif kind == "oracle":
-        if not task.has_step_judge:
-            raise ValueError(f"variant {cfg.variant!r} needs a task with a step judge; {cfg.task!r} has none")
+    judge = None
+    if task.has_step_judge:
 
         def judge(chain: Chain[Any]) -> int | None:
             problem = sampler.problem_of(chain.states[0])
             k = task.first_error(problem, sampler.fmt.thought_texts(chain.states[-1].response_ids))
             return None if k is None else int(k)
 
+    if kind == "uniform":
+        localizer = UniformLocalizer()
+    elif kind == "oracle":
+        if judge is None:
+            raise ValueError(f"variant {cfg.variant!r} needs a task with a step judge; {cfg.task!r} has none")
         localizer = OracleLocalizer(judge, fallback_mode=s.fallback)
     elif kind == "self":
         from respo.llm import localize
@@ -146,7 +153,12 @@ def build_parts(cfg: TrainConfig, *, device: Any = "cpu") -> Parts:
         evaluate = make_evaluator(cfg, backend, tok, task)
     return Parts(model=model, sampler=sampler, root=sampler.root, train_problems=train_problems,
                  localizer=localizer, eval_problems=eval_problems, tokenizer=tok,
-                 pad_id=int(tok.pad_token_id), policy=None, evaluate=evaluate, stats_sources=sources)
+                 pad_id=int(tok.pad_token_id), policy=None, evaluate=evaluate, stats_sources=sources,
+                 judge=judge)
+
+
+EVAL_CHUNK = 64
+"""Held-out problems per batched generation call of the evaluator."""
 
 
 def make_evaluator(cfg: TrainConfig, backend: Any, tok: Any, task: Any) -> Any:
@@ -163,13 +175,18 @@ def make_evaluator(cfg: TrainConfig, backend: Any, tok: Any, task: Any) -> Any:
     if cfg.eval.sampled:
         samplers["sampled"] = LMSampler(backend, tok, task, cfg=base)
 
+    eval_seed = cfg.seed if cfg.eval.seed is None else cfg.eval.seed
+
     def evaluate(policy: Any, problems: Sequence[Problem]) -> dict[str, float]:
         out: dict[str, float] = {}
         for name, smp in samplers.items():
             rewards = []
-            for i, p in enumerate(problems):
-                c = smp.extend(policy, (smp.root(p),), 1, rng=rng_for(cfg.seed, "eval", i))[0]
-                rewards.append(c.reward)
+            # Batched: one backend call per chunk of problems (per-row RNG streams keep each
+            # problem's sample tied to its own seed, whatever the chunking).
+            for c0 in range(0, len(problems), EVAL_CHUNK):
+                reqs = [((smp.root(p),), 1, rng_for(eval_seed, "eval", c0 + i))
+                        for i, p in enumerate(problems[c0:c0 + EVAL_CHUNK])]
+                rewards += [g[0].reward for g in smp.extend_many(policy, reqs)]
             smp.pop_stats()
             out[f"{name}_pass@1"] = float(np.mean(rewards)) if rewards else float("nan")
         out["problems"] = float(len(problems))

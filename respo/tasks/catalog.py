@@ -56,6 +56,27 @@ def _arithmetic_chain() -> Task:
     return ArithmeticTask(ArithmeticSpec(answer_style="boxed"), reward_mode="chain", name="arithmetic-chain")
 
 
+EASY_BASIC_ARITHMETIC = {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1,
+                         "operators": ("+", "-"), "allow_parentheses": False, "allow_negation": False}
+"""reasoning-gym ``basic_arithmetic`` settings of ``basic-arithmetic-easy``: "Calculate 6 - 8.".
+Its "one-digit" operands are 0..10 (``randint(0, 10)``): 242 distinct questions (121 for ``+``
+only), and ``GymTask.problems`` finds only about 50-90 distinct ones per call."""
+
+
+def _basic_arithmetic_easy() -> Task:
+    from respo.tasks.gym import GymTask
+
+    return GymTask("basic_arithmetic", config=EASY_BASIC_ARITHMETIC, phrase_answers=True,
+                   name="basic-arithmetic-easy")
+
+
+def _basic_arithmetic_add() -> Task:
+    from respo.tasks.gym import GymTask
+
+    return GymTask("basic_arithmetic", config={**EASY_BASIC_ARITHMETIC, "operators": ("+",)},
+                   phrase_answers=True, name="basic-arithmetic-add")
+
+
 TASKS: dict[str, TaskFactory] = {
     "math": _math,
     "choice": _choice,
@@ -64,9 +85,15 @@ TASKS: dict[str, TaskFactory] = {
     "code-heldout": _code_heldout,
     "arithmetic": _arithmetic,
     "arithmetic-chain": _arithmetic_chain,
+    "basic-arithmetic-easy": _basic_arithmetic_easy,
+    "basic-arithmetic-add": _basic_arithmetic_add,
 }
 """Training rewards use ``code`` (reward tests); evaluation uses ``code-heldout`` (method.md).
-The arithmetic tasks end with ``\\boxed{n}``, as the trainer's (``respo.llm.train_parts``)."""
+The arithmetic tasks end with ``\\boxed{n}``, as the trainer's (``respo.llm.train_parts``).
+``basic-arithmetic-easy`` / ``basic-arithmetic-add`` are ``gym-phrase:basic_arithmetic`` with two
+one-digit terms and ``+``/``-`` (resp. ``+`` only), no parentheses or negation: the easiest
+settings, where SmolLM2-135M-Instruct with the ``chat`` prompt has a low but nonzero sampled
+accuracy (``experiments/real_track/probe.py``)."""
 
 
 def make_task(name: str) -> Task:

@@ -1,0 +1,209 @@
+"""``respo cpu-track``: run a suite of CPU-track training runs, then its figures and tables.
+
+    respo cpu-track --suite quick                  # the main job's comparison (3 seeds, short)
+    respo cpu-track --suite full                   # every table of the CPU reproduction
+    respo cpu-track --suite full --tags main --seeds 0 1 2 3 4 --steps 40
+    respo cpu-track --suite full --export experiments/results/cpu_track/full   # commit-ready copy
+
+A suite (``experiments/presets.py``: ``SUITES``, ``suite_runs``) is a list of ``TrainConfig`` runs
+that share the supervised warm-up model (``sft-warmup``, trained once and cached) and the held-out
+set. Runs go to ``<runs-dir>/<suite>/<run>/`` (``experiments/notes/run-format.md``). The runner is
+resumable at two levels: a finished run (its last metrics line and final checkpoint on disk) is
+skipped, an interrupted one continues from its latest checkpoint, so killing and restarting the
+command loses at most the steps since the last checkpoint. ``suite.json`` lists the runs.
+
+Then the ``cpu_track`` notebook turns the suite into figures and tables (``--figures-out``; by
+default ``<runs-dir>/<suite>/figures``) and the main results table is printed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import tyro
+
+
+@dataclasses.dataclass(frozen=True)
+class Args:
+    """Run a CPU-track suite (GRPO / RRPO / SRPO / oracle reset) and make its figures."""
+
+    suite: str = "quick"
+    """Suite name (experiments/presets.py SUITES): quick or full."""
+    runs_dir: Path = Path("runs/cpu_track")
+    """Runs go to <runs-dir>/<suite>/<run>/."""
+    seeds: Annotated[tuple[int, ...], tyro.conf.arg(metavar="SEED ...")] = ()
+    """Override the suite's seeds (applies to every comparison)."""
+    steps: int = 0
+    """Override the suite's training steps per run (0 = the suite's)."""
+    tags: tuple[str, ...] = ()
+    """Keep only these comparisons: main, split, pairing, clip (default: the suite's)."""
+    threads: int = 2
+    """torch CPU threads."""
+    figures: bool = True
+    """Run the cpu_track notebook on the suite afterwards."""
+    figures_out: Path | None = None
+    """Where the figures and tables go (default <runs-dir>/<suite>/figures)."""
+    export: Path | None = None
+    """Also copy the suite without checkpoints (config, metrics, rollouts, grads) to this folder."""
+    progress: bool = True
+    """Show progress bars."""
+
+
+def run_finished(run_dir: Path, steps: int) -> bool:
+    """Whether ``run_dir`` holds a run that completed ``steps`` steps (metrics and checkpoint)."""
+    from respo.llm.checkpoint import latest_checkpoint
+    from respo.llm.metrics import read_jsonl
+
+    rows = read_jsonl(run_dir / "metrics.jsonl")
+    if not rows or int(rows[-1].get("step", -1)) != steps - 1:
+        return False
+    try:
+        ckpt = latest_checkpoint(run_dir)
+    except FileNotFoundError:
+        return False
+    return ckpt is not None
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """``json.dumps(obj)`` to ``path`` through a temp file and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def run_one(cfg: Any, run_dir: Path, *, progress: bool, position: str) -> dict[str, Any]:
+    """Train (or finish, or skip) one run; returns its last metrics line."""
+    from respo.llm.metrics import read_jsonl
+    from respo.llm.train import train
+    from respo.llm.train_parts import build_parts
+
+    if run_finished(run_dir, cfg.steps):
+        print(f"{position} {cfg.name}: finished earlier, skipped", flush=True)
+        return read_jsonl(run_dir / "metrics.jsonl")[-1]
+    resume = (run_dir / "config.json").exists()
+    parts = build_parts(cfg)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.steps, desc=f"{position} {cfg.name}", unit="step", leave=True)
+    last: dict[str, Any] = {}
+    try:
+        for row in train(cfg, parts, run_dir=run_dir, resume=resume):
+            last = row
+            if bar is not None:
+                if bar.n == 0 and row["step"] > 0:
+                    bar.update(row["step"])
+                bar.update(1)
+                post = {"reward": f"{row['reward/fresh_generated_mean']:.2f}"}
+                if "eval/greedy_pass@1" in row:
+                    post["greedy"] = f"{row['eval/greedy_pass@1']:.3f}"
+                bar.set_postfix(post)
+    finally:
+        if bar is not None:
+            bar.close()
+    return last
+
+
+def export_suite(src: Path, dst: Path) -> None:
+    """Copy a suite folder without checkpoints (what ``experiments/results/`` commits)."""
+    tmp = dst.with_name(dst.name + ".tmp-export")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    shutil.copytree(src, tmp, ignore=shutil.ignore_patterns("checkpoints", "figures", "tensorboard", "*.tmp"))
+    if dst.exists():
+        shutil.rmtree(dst)
+    os.replace(tmp, dst)
+
+
+def main(argv: list[str]) -> int:
+    args = tyro.cli(Args, args=argv, prog="respo cpu-track", description=__doc__)
+    from respo.commands.train import load_presets
+
+    presets = load_presets()
+    try:
+        runs = presets.suite_runs(args.suite, seeds=args.seeds or None, steps=args.steps or None,
+                                  tags=args.tags or None)
+    except ValueError as e:
+        print(f"respo cpu-track: {e}", file=sys.stderr)
+        return 2
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    torch.set_num_threads(args.threads)
+    suite_dir = args.runs_dir / args.suite
+    suite_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(suite_dir / "suite.json", {
+        "suite": args.suite, "description": presets.SUITES[args.suite].description,
+        "runs": [{"name": r.name, "variant": r.cfg.variant, "seed": r.cfg.seed, "tag": r.tag} for r in runs]})
+
+    # The shared warm-up model, trained once (cached) before the first run needs it.
+    t0 = time.perf_counter()
+    warm = _warmup(runs[0].cfg, progress=args.progress)
+    write_json_atomic(suite_dir / "warmup.json", warm)
+    print(f"[cpu-track] warm-up model: {warm['path']} ({time.perf_counter() - t0:.0f} s)", flush=True)
+
+    t_runs = time.perf_counter()
+    for i, r in enumerate(runs, start=1):
+        t1 = time.perf_counter()
+        run_one(r.cfg, suite_dir / r.name, progress=args.progress, position=f"[{i}/{len(runs)}]")
+        print(f"[cpu-track] {r.name} ({r.tag}): {time.perf_counter() - t1:.0f} s", flush=True)
+    print(f"[cpu-track] {len(runs)} runs: {time.perf_counter() - t_runs:.0f} s", flush=True)
+
+    if args.export is not None:
+        export_suite(suite_dir, args.export)
+        print(f"[cpu-track] exported to {args.export}")
+    if args.figures:
+        from respo.commands import figures
+
+        out = args.figures_out or (suite_dir / "figures")
+        rc = figures.main(["--only", "cpu_track", "--runs", str(suite_dir), "--out", str(out)])
+        if rc:
+            return rc
+        table = out / "cpu_tables.md"
+        if table.exists():
+            print(table.read_text())
+        print(f"[cpu-track] figures and tables in {out}")
+    return 0
+
+
+def _warmup(cfg: Any, *, progress: bool) -> dict[str, Any]:
+    """Train or load the suite's warm-up model (``cfg.model.name`` must be ``sft-warmup[:K]``)."""
+    from respo.llm import sft
+    from respo.llm.train_parts import shipped_dir
+
+    name = cfg.model.name
+    if not (name == "sft-warmup" or name.startswith("sft-warmup:")):
+        return {"path": name, "config": None, "metrics": None}
+    scfg = sft.warmup_config(name)
+    bar = None
+    shipped = [shipped_dir(cfg.model.sft_shipped_dir)]
+    if progress and not any(sft.is_complete(sft.checkpoint_path(scfg, d))
+                            for d in [*shipped, Path(cfg.model.sft_cache_dir)]):
+        from tqdm import tqdm
+
+        bar = tqdm(total=scfg.steps, desc="sft warm-up", unit="step")
+
+    def prog(row: dict[str, float]) -> None:
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{row['loss']:.3f}")
+
+    try:
+        path = sft.warmup_checkpoint(scfg, Path(cfg.model.sft_cache_dir), progress=prog, shipped=shipped)
+    finally:
+        if bar is not None:
+            bar.close()
+    info = json.loads((path / sft.INFO_FILE).read_text())
+    return {"path": str(path), "key": scfg.key(), "config": scfg.to_dict(),
+            "final_loss": info["history"][-1]["loss"] if info.get("history") else None,
+            "metrics": info.get("metrics") or None}
