@@ -29,9 +29,10 @@ def test_suites_name_their_runs_and_reject_bad_names():
     assert main.cfg.objective.loss == "reinforce" and main.tag == "main"
     # every run of a suite is scored on the same held-out problems
     assert {r.cfg.eval.seed for r in presets.suite_runs("quick")} == {1000}
+    assert [r.name for r in presets.suite_runs("real")] == ["grpo-s42", "rrpo-s42", "srpo-s42"]
     two = presets.suite_runs("quick", seeds=(5, 6), steps=3)
     assert [r.cfg.seed for r in two] == [5] * 4 + [6] * 4 and {r.cfg.steps for r in two} == {3}
-    with pytest.raises(ValueError, match="unknown suite 'nope'; valid: quick, full, smoke"):
+    with pytest.raises(ValueError, match="unknown suite 'nope'; valid: quick, full, real, smoke"):
         presets.suite_runs("nope")
     with pytest.raises(ValueError, match="unknown suite tags"):
         presets.suite_runs("full", tags=("main", "extra"))

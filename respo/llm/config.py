@@ -141,6 +141,10 @@ class EvalConfig:
     ``seed``). Fix it across the seeds of a comparison so every run is scored on the same set."""
     at_start: bool = False
     """Also evaluate before the first update; logged on the first line as ``eval0/*``."""
+    split: str = "test"
+    """Split the evaluation problems are drawn from: ``test`` (held out; for tasks with a hash
+    partition, disjoint from every training split) or a training-side split such as ``val``,
+    for choosing settings without looking at the held-out problems."""
 
 
 @dataclass(frozen=True)

@@ -87,7 +87,7 @@ class SFTConfig:
     steps: int = 500
     """Optimizer steps actually taken. With the bare prompt the transition comes at ~250-400
     steps (held-out greedy pass@1 0.24 / 0.48 / 0.91 after 250 / 300 / 400 steps of this 500-step
-    schedule, ``experiments/LOG.md``); the RL track starts from the 300-step snapshot."""
+    schedule, ``experiments/LOG.md``); the RL track starts from the 400-step snapshot."""
     schedule_steps: int | None = None
     """Length of the cosine schedule (None = ``steps``). Setting it above ``steps`` describes a
     run stopped early: the model after ``steps`` steps of a longer schedule (snapshots)."""

@@ -112,7 +112,14 @@ def build_parts(cfg: TrainConfig, *, device: Any = "cpu") -> Parts:
     task = build_task(cfg.task)
     train_problems = task.problems(cfg.train_problems, seed=cfg.seed, split="train")
     eval_seed = cfg.seed if cfg.eval.seed is None else cfg.eval.seed
-    eval_problems = task.problems(cfg.eval.problems, seed=eval_seed, split="test") if cfg.eval.every else []
+    eval_problems: list[Problem] = []
+    if cfg.eval.every:
+        import inspect
+
+        # Tasks with a small question space (gym generators at easy settings) cannot keep the
+        # held-out split disjoint by construction: exclude the training questions explicitly.
+        kw = {"exclude": train_problems} if "exclude" in inspect.signature(task.problems).parameters else {}
+        eval_problems = task.problems(cfg.eval.problems, seed=eval_seed, split=cfg.eval.split, **kw)
     s = cfg.sampling
     backend = HFBackend(model, tok, device=str(device))
     scfg = SampleConfig(max_new_tokens=s.max_response_tokens, temperature=s.temperature, top_p=s.top_p,

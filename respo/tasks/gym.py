@@ -86,7 +86,9 @@ class GymTask:
         """``n`` problems from the generator seeded by (seed, split); ``exclude`` questions are dropped."""
         if n == 0:
             return []
-        ds = self._dataset(n + 2 * len(exclude) + 16, int_seed_for(seed, "data", split) % (2**31))
+        # Oversample: easy generator settings have small question spaces (121 distinct questions
+        # for two-term one-digit additions), where a draw of n + a little yields duplicates.
+        ds = self._dataset(4 * (n + len(exclude)) + 64, int_seed_for(seed, "data", split) % (2**31))
         seen = {p.question for p in exclude}
         out: list[Problem] = []
         for i in range(len(ds)):
