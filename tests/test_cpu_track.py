@@ -96,3 +96,19 @@ def test_warmup_names_and_shipped_lookup(tmp_path):
     (sft.checkpoint_path(cfg, shipped) / sft.INFO_FILE).write_text("{}")
     assert sft.warmup_checkpoint(cfg, tmp_path / "cache", shipped=[shipped]) == sft.checkpoint_path(cfg, shipped)
     assert not sft.is_complete(sft.checkpoint_path(sft.SFTConfig(steps=4), shipped))
+
+
+def test_main_job_stage_two_runs_a_suite_and_writes_its_table(tmp_path, capsys):
+    from respo.commands import main_job
+
+    rc = main_job.main(["--skip-figures", "--suite", "smoke", "--tags", "main", "--runs-dir", str(tmp_path),
+                        "--threads", "1"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "[respo main] stage 2, cpu-track suite 'smoke'" in out and "### Main results" in out
+    figs = tmp_path / "smoke" / "figures"
+    for name in ("cpu_curves.png", "cpu_localization.png", "cpu_grad_heatmap.png", "cpu_tables.md",
+                 "cpu_results.json"):
+        assert (figs / name).is_file(), name
+    res = json.loads((figs / "cpu_results.json").read_text())
+    assert res  # the notebook wrote its numbers

@@ -31,6 +31,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--skip-figures", action="store_true", help="skip stage 1")
     parser.add_argument("--skip-training", action="store_true", help="skip stage 2")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads of stage 2")
+    parser.add_argument("--tags", nargs="*", default=None,
+                        help="stage 2: keep only these comparisons (main, split, pairing, clip)")
     args = parser.parse_args(argv)
 
     from respo.commands import cpu_track, figures
@@ -47,8 +49,10 @@ def main(argv: list[str]) -> int:
             return rc
     if not args.skip_training:
         t0 = time.perf_counter()
-        rc = cpu_track.main(["--suite", args.suite, "--runs-dir", args.runs_dir,
-                             "--threads", str(args.threads)])
+        argv = ["--suite", args.suite, "--runs-dir", args.runs_dir, "--threads", str(args.threads)]
+        if args.tags:
+            argv += ["--tags", *args.tags]
+        rc = cpu_track.main(argv)
         print(f"[respo main] stage 2, cpu-track suite {args.suite!r}: {time.perf_counter() - t0:.1f} s "
               f"(exit {rc})", flush=True)
         if rc:
