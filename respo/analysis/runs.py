@@ -118,6 +118,7 @@ def _is_num(v: Any) -> bool:
 
 
 def _check_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Every record has an integer ``step``, strictly increasing."""
     last = -1
     for i, row in enumerate(rows, 1):
         step = row.get("step")
@@ -149,14 +150,9 @@ def _check_reset(path: Path, where: str, r: Any) -> None:
 
 
 def _check_rollouts(path: Path, rows: list[dict[str, Any]]) -> None:
-    last = -1
+    _check_metrics(path, rows)  # the same step order
     for i, row in enumerate(rows, 1):
-        step = row.get("step")
-        if not _is_int(step):
-            raise RunFormatError(f"{path}: record {i}: 'step' must be an integer, got {step!r}")
-        if step <= last:
-            raise RunFormatError(f"{path}: record {i}: step {step} does not follow step {last}")
-        last = step
+        step = row["step"]
         prompts = row.get("prompts")
         if not isinstance(prompts, list):
             raise RunFormatError(f"{path}: record {i} (step {step}): 'prompts' must be a list")
