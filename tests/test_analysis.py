@@ -123,6 +123,10 @@ def write_run(folder: Path, variant: str, seed: int, greedy: tuple[float, float,
         ]
         (folder / "grads" / "step_000000.json").write_text(
             json.dumps({"step": 0, "problem": "p0", "rows": rows[:2]}))  # fresh only
+        # step 1: both groups, but every reward equal (advantages 0: an empty heatmap)
+        still = [{**r, "advantage": 0.0, "reward": 1.0} for r in rows]
+        (folder / "grads" / "step_000001.json").write_text(
+            json.dumps({"step": 1, "problem": "p1", "rows": still}))
         (folder / "grads" / "step_000002.json").write_text(
             json.dumps({"step": 2, "problem": "p2", "rows": rows}))
     return folder
@@ -324,7 +328,8 @@ def test_grad_summary_and_pick(suite: Suite) -> None:
     picked = pick_grads(suite.groups("main"))
     assert picked is not None
     run, data = picked
-    assert run.name == "srpo-s0" and data["step"] == 2  # step 0 has no suffix rows
+    # step 0 has no suffix rows, step 1 has both groups but zero advantages: step 2 is drawn
+    assert run.name == "srpo-s0" and data["step"] == 2
     summ = report.grad_step_summary(data)
     assert summ["suffix_thought_mean"] == pytest.approx(0.4)
     assert summ["fresh_thought_mean"] == pytest.approx(0.4 / 3)

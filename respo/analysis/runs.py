@@ -442,23 +442,35 @@ def load_suite(path: str | Path, *, rollouts: bool = True,
     return Suite(name=name, path=path, runs=runs, skipped=skipped, description=desc, warmup=warmup)
 
 
+def _informative(data: dict[str, Any]) -> int:
+    """How much a heatmap sample shows: 2 = both groups have a nonzero advantage (mixed rewards in
+    each), 1 = both a suffix and a fresh group, 0 = otherwise."""
+    roles = {r["role"] for r in data["rows"]}
+    if roles != {"fresh", "suffix"}:
+        return 0
+    moving = {r["role"] for r in data["rows"] if abs(float(r.get("advantage", 0.0))) > 0}
+    return 2 if moving == {"fresh", "suffix"} else 1
+
+
 def pick_grads(groups: dict[str, list[Run]],
                prefer: Sequence[str] = ("srpo", "rrpo", "oracle")) -> tuple[Run, dict[str, Any]] | None:
     """The gradient file to draw: the first run (by ``prefer`` order, then seed) with a
-    ``grads/step_*.json``, and in it the earliest step that has both a suffix and a fresh row
-    (else its earliest step). ``None`` when no preferred run has one."""
+    ``grads/step_*.json``, and in it the earliest step whose suffix and fresh groups both carry
+    a nonzero advantage (all-equal rewards give zero gradients: nothing to see), else the earliest
+    with both groups, else its earliest step. ``None`` when no preferred run has one."""
     for m in prefer:
         for run in groups.get(m, []):
             files = run.grad_files()
             if not files:
                 continue
-            first = None
+            best: tuple[int, dict[str, Any]] | None = None
             for path in files.values():
                 data = load_grads(path)
-                if first is None:
-                    first = data
-                if {r["role"] for r in data["rows"]} == {"fresh", "suffix"}:
-                    return run, data
-            assert first is not None
-            return run, first
+                score = _informative(data)
+                if best is None or score > best[0]:
+                    best = (score, data)
+                if score == 2:
+                    break
+            assert best is not None
+            return run, best[1]
     return None

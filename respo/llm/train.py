@@ -562,8 +562,14 @@ def train(
             f_mean = float(sums[2] / sums[3]) if sums[3] > 0 else float("nan")
             diag = {"grad/suffix_token_mean": s_mean, "grad/fresh_token_mean": f_mean,
                     "grad/suffix_fresh_ratio": s_mean / f_mean if f_mean > 0 else float("nan")}
-            both = [bi for bi, b in enumerate(buffers) if {"fresh", "suffix"} <= set(b.role)]
-            bi = both[0] if both else 0
+            # Draw the first prompt whose fresh and suffix groups both move (nonzero advantages),
+            # else the first with both groups, else the first.
+            def _moves(i: int, role: str) -> bool:
+                return any(r == role and a != 0 for r, a in zip(buffers[i].role, advs[i], strict=True))
+
+            both = [i for i, b in enumerate(buffers) if {"fresh", "suffix"} <= set(b.role)]
+            moving = [i for i in both if _moves(i, "fresh") and _moves(i, "suffix")]
+            bi = (moving or both or [0])[0]
             if buffers:
                 b = buffers[bi]
                 heat = {"step": step, "problem": str(probs[bi].id), "rows": [
