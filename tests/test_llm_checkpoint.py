@@ -120,15 +120,11 @@ def test_lora_checkpoint_is_a_peft_adapter(tmp_path):
 def test_resume_is_exact_with_the_real_sampler(tmp_path):
     """The same check through LMSampler + HFBackend + the confidence localizer (tiny-smoke)."""
     import dataclasses
-    import importlib.util
-    from pathlib import Path
 
+    from respo.commands.train import load_presets
     from respo.llm.train_parts import build_parts
 
-    spec = importlib.util.spec_from_file_location(
-        "presets_for_ckpt_test", Path(__file__).resolve().parents[1] / "experiments" / "presets.py")
-    presets = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(presets)
+    presets = load_presets()
     base = presets.get_preset("tiny-smoke")
     cfg = dataclasses.replace(base, steps=3, prompts_per_step=1, sampling=dataclasses.replace(
         base.sampling, max_response_tokens=24, max_thought_tokens=8))
