@@ -337,6 +337,19 @@ def test_grad_summary_and_pick(suite: Suite) -> None:
     assert pick_grads({"grpo": suite.groups("main")["grpo"]}) is None
 
 
+def test_heatmap_sample_prefers_a_reset_after_the_first_thought() -> None:
+    from respo.analysis.runs import _informative
+
+    def rows(prefix: int, adv: float) -> dict[str, Any]:
+        return {"rows": [{"role": "fresh", "advantage": 1.0, "prefix_thoughts": 0},
+                         {"role": "suffix", "advantage": adv, "prefix_thoughts": prefix}]}
+
+    # a reset at thought 1 copies nothing: its "suffix" group is another fresh group
+    assert _informative(rows(0, 1.0)) == 2 < _informative(rows(2, 1.0)) == 3
+    assert _informative(rows(2, 0.0)) == 1
+    assert _informative({"rows": [{"role": "fresh", "advantage": 1.0}]}) == 0
+
+
 # --------------------------------------------------------------------------------------------
 # Tables
 # --------------------------------------------------------------------------------------------
@@ -377,6 +390,22 @@ def test_split_pairing_clip_tables(suite: Suite) -> None:
     assert loc["srpo"]["beta"] == pytest.approx(0.75)
     # gains: srpo (.6 - .1) / oracle (.7 - .1)
     assert loc["srpo"]["gain_vs_oracle"] == pytest.approx(0.5 / 0.6)
+
+
+def test_gain_share_is_undefined_when_the_oracle_did_not_improve(tmp_path: Path) -> None:
+    root = tmp_path / "down"
+    root.mkdir()
+    resets = {0: [R(4, 2, 2, [1.0, 1.0, 0.0, 0.0])]}
+    entries = []
+    for variant, greedy in (("srpo", (0.5, 0.45, 0.4)), ("oracle", (0.5, 0.4, 0.3))):
+        write_run(root / f"{variant}-s0", variant, 0, greedy, resets=resets)
+        entries.append({"name": f"{variant}-s0", "variant": variant, "seed": 0, "tag": "main"})
+    (root / "suite.json").write_text(json.dumps({"suite": "down", "runs": entries}))
+    loc = {r["method"]: r for r in report.localization_table(load_suite(root)).rows}
+    assert loc["srpo"]["gain"] == pytest.approx(-0.1)
+    assert loc["oracle"]["gain"] == pytest.approx(-0.2)
+    # -0.1 / -0.2 = 0.5 would read as "half the oracle's improvement": it must not be reported
+    assert math.isnan(loc["srpo"]["gain_vs_oracle"]) and math.isnan(loc["oracle"]["gain_vs_oracle"])
 
 
 def test_tables_of_an_empty_tag_and_json_ready(tmp_path: Path) -> None:

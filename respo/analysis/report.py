@@ -646,7 +646,10 @@ def localization_table(suite: Suite, tag: str = "main") -> Table:
                      "pass_erroneous": ce["erroneous"]["pass_rate"],
                      "group_pass_clean": ce["clean"]["group_pass"],
                      "group_pass_erroneous": ce["erroneous"]["group_pass"],
-                     "gain_vs_oracle": gains[m] / og if math.isfinite(og) and og != 0 else NAN})
+                     "gain": gains[m],
+                     # a ratio of two losses (or of anything to a loss) is not a share of the
+                     # oracle's improvement: only defined when the oracle actually improved
+                     "gain_vs_oracle": gains[m] / og if math.isfinite(og) and og > 0 else NAN})
     cols: list[Column] = [("method", "method"), ("n seeds", "n"), ("resets", "n_resets"),
                           ("judged", "n_judged"), ("fallback share", "fallback_share"),
                           ("β", "beta"), ("γ", "gamma"), ("at or before truth", "at_or_before"),
@@ -654,11 +657,13 @@ def localization_table(suite: Suite, tag: str = "main") -> Table:
                           ("suffix pass erroneous", "pass_erroneous"),
                           ("≥1-of-group clean", "group_pass_clean"),
                           ("≥1-of-group erroneous", "group_pass_erroneous"),
+                          ("observed gain (greedy)", "gain"),
                           ("gain / oracle gain (observed)", "gain_vs_oracle")]
     notes = ["β, γ pooled over all steps and seeds against the task's ground-truth first error. "
              "(1-β)γ is the theory's improvement factor relative to the oracle reset (Corollary 1); "
              "'gain / oracle gain' is the observed (final - start) greedy pass@1 relative to the "
-             "oracle's, a rough empirical analogue."]
+             "oracle's, a rough empirical analogue; nan when the oracle's gain is not positive (a ratio "
+             "of losses says nothing about localization)."]
     return Table("localization", f"Localization quality (tag {tag})", rows, cols,
                  missing=[] if rows else ["reset runs with rollouts.jsonl"], notes=notes)
 

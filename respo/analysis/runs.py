@@ -47,6 +47,19 @@ def resolve_dir(path: str | Path) -> Path:
     return Path(__file__).resolve().parent.parent.parent / p
 
 
+def display_path(path: str | Path) -> str:
+    """``path`` relative to the repository root when it lies inside it (so tables written on one
+    machine read the same on another), else as given."""
+    root = Path(__file__).resolve().parent.parent.parent
+    p = Path(path)
+    if not p.is_absolute():
+        return str(p)
+    try:
+        return str(p.resolve().relative_to(root))
+    except ValueError:
+        return str(p)
+
+
 def has_suite(path: str | Path) -> bool:
     """Whether ``path`` (resolved with ``resolve_dir``) holds a ``suite.json``."""
     return (resolve_dir(path) / "suite.json").is_file()
@@ -443,21 +456,28 @@ def load_suite(path: str | Path, *, rollouts: bool = True,
 
 
 def _informative(data: dict[str, Any]) -> int:
-    """How much a heatmap sample shows: 2 = both groups have a nonzero advantage (mixed rewards in
-    each), 1 = both a suffix and a fresh group, 0 = otherwise."""
+    """How much a heatmap sample shows: 3 = both groups have a nonzero advantage (mixed rewards in
+    each) and the suffix group shares a copied prefix of at least one thought, 2 = both moving
+    (but the reset is at the first thought: the suffix group is another fresh group), 1 = both a
+    suffix and a fresh group, 0 = otherwise."""
     roles = {r["role"] for r in data["rows"]}
     if roles != {"fresh", "suffix"}:
         return 0
     moving = {r["role"] for r in data["rows"] if abs(float(r.get("advantage", 0.0))) > 0}
-    return 2 if moving == {"fresh", "suffix"} else 1
+    if moving != {"fresh", "suffix"}:
+        return 1
+    prefixed = any(r["role"] == "suffix" and int(r.get("prefix_thoughts") or 0) > 0
+                   for r in data["rows"])
+    return 3 if prefixed else 2
 
 
 def pick_grads(groups: dict[str, list[Run]],
                prefer: Sequence[str] = ("srpo", "rrpo", "oracle")) -> tuple[Run, dict[str, Any]] | None:
     """The gradient file to draw: the first run (by ``prefer`` order, then seed) with a
     ``grads/step_*.json``, and in it the earliest step whose suffix and fresh groups both carry
-    a nonzero advantage (all-equal rewards give zero gradients: nothing to see), else the earliest
-    with both groups, else its earliest step. ``None`` when no preferred run has one."""
+    a nonzero advantage (all-equal rewards give zero gradients: nothing to see) and whose suffix
+    group continues a nonempty prefix, then the same without the prefix, else the earliest with
+    both groups, else its earliest step. ``None`` when no preferred run has one."""
     for m in prefer:
         for run in groups.get(m, []):
             files = run.grad_files()
@@ -469,7 +489,7 @@ def pick_grads(groups: dict[str, list[Run]],
                 score = _informative(data)
                 if best is None or score > best[0]:
                     best = (score, data)
-                if score == 2:
+                if score == 3:
                     break
             assert best is not None
             return run, best[1]
