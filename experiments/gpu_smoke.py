@@ -10,7 +10,11 @@ Llama) with a tokenizer built locally whose vocabulary has the real model's size
   model FLOPs utilization, MFU = 6 N T / (t * peak), N = parameters, T = tokens;
 - ``srpo``: a few SRPO training steps through the real loop (``respo.llm.train.train``): rollout,
   localization and update times, generated / trained / localization tokens, the update's MFU;
-- ``vllm``: "not measured" when vLLM is not importable (the vLLM backend lands with issue 6).
+- ``vllm``: the same prompts through ``respo.llm.vllm_backend.VLLMBackend`` and through plain
+  ``LLM.generate`` (same sampling parameters, one request per prompt): tokens/s of both and their
+  ratio (target >= 0.8), the same with a thought ``StopRule`` whose per-thought cap forces extra
+  rounds (the backend's worst case), and the time of one full-weight ``sync_weights``. Every
+  figure reads "not measured (vllm not installed)" when vLLM is not importable.
 
 Usage (from the repository root; no install needed)::
 
@@ -21,6 +25,7 @@ Usage (from the repository root; no install needed)::
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -198,6 +203,103 @@ def run_srpo(model: Any, tok: Any, device: torch.device, *, steps: int, prompts:
                        "localize_tokens": localize_tokens, "steps": steps}, "steps": out}
 
 
+VLLM_TARGET_RATIO = 0.8
+"""VLLMBackend tokens/s divided by plain ``LLM.generate`` tokens/s should reach this."""
+
+
+def _time_vllm(llm: Any, model: Any, tok: Any, device: torch.device, prompts: list[Any],
+               new_tokens: int, eos: list[int]) -> dict[str, Any]:
+    """The figures of ``vllm_section`` for one engine (plain vLLM first, then the backend)."""
+    from vllm import SamplingParams
+
+    from respo.llm.generation import StopRule
+    from respo.llm.thoughts import ThoughtFormat
+    from respo.llm.vllm_backend import VLLMBackend
+
+    backend = VLLMBackend(llm, eos_ids=eos)
+
+    def plain() -> int:
+        params = SamplingParams(n=1, temperature=1.0, top_p=1.0, max_tokens=new_tokens, seed=1,
+                                logprobs=0, stop_token_ids=eos, ignore_eos=True, detokenize=False)
+        res = llm.generate([{"prompt_token_ids": p.tolist()} for p in prompts], params, use_tqdm=False)
+        return sum(len(r.outputs[0].token_ids) for r in res)
+
+    def ours(stop: StopRule | None) -> int:
+        gens = backend.generate(prompts, n=1, max_new_tokens=new_tokens, temperature=1.0, top_p=1.0,
+                                seed=1, stop=stop)
+        return sum(len(g.ids) for g in gens)
+
+    def timed(fn: Any) -> tuple[float, float]:
+        fn()  # warm-up (graph capture, prefix cache)
+        sync(device)
+        t = time.perf_counter()
+        n = fn()
+        sync(device)
+        dt = time.perf_counter() - t
+        return n / dt, dt
+
+    plain_tps, plain_s = timed(plain)
+    ours_tps, ours_s = timed(lambda: ours(None))
+    fmt = ThoughtFormat.for_tokenizer(tok, "</thought>", scan_vocab=False)
+    rule = StopRule(fmt, max_thought_tokens=max(8, new_tokens // 4), max_thoughts=64)
+    rule_tps, rule_s = timed(lambda: ours(rule))
+    out: dict[str, Any] = dict(
+        status="measured", plain_tokens_per_s=plain_tps, plain_s=plain_s,
+        backend_tokens_per_s=ours_tps, backend_s=ours_s, ratio=ours_tps / plain_tps,
+        meets_target=ours_tps / plain_tps >= VLLM_TARGET_RATIO,
+        thought_rule_tokens_per_s=rule_tps, thought_rule_s=rule_s,
+        thought_rule_ratio=rule_tps / plain_tps, backend_stats=backend.pop_stats())
+    try:
+        t = time.perf_counter()
+        backend.sync_weights(model)  # full-weight path into the in-process engine
+        sync(device)
+        out["sync_weights_s"] = time.perf_counter() - t
+    except RuntimeError as err:  # an engine whose model is out of reach: recorded, not hidden
+        out["sync_weights_s"] = f"failed: {err}"
+    return out
+
+
+def vllm_section(model: Any, tok: Any, device: torch.device, *, small: bool) -> dict[str, Any]:
+    """Time VLLMBackend against plain vLLM on the same prompts (see the module docstring)."""
+    missing = None
+    if importlib.util.find_spec("vllm") is None:
+        missing = "not measured (vllm not installed)"
+    elif device.type != "cuda":
+        missing = "not measured (no CUDA device)"
+    if missing is not None:
+        return {k: missing for k in ("status", "ratio", "backend_tokens_per_s", "plain_tokens_per_s")}
+    import gc
+    import tempfile
+
+    # In-process engine, so that the full-weight sync path (which reaches the model inside the
+    # engine) can be timed too; set before vLLM is imported.
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    from respo.llm.vllm_backend import make_engine
+
+    batch, prompt_len, new_tokens = (4, 16, 16) if small else (32, 128, 256)
+    gen = np.random.default_rng(0)
+    prompts = [gen.integers(10, 90, size=prompt_len).astype(np.int64) for _ in range(batch)]
+    eos = [int(tok.eos_token_id)]
+    out: dict[str, Any] = {"batch": batch, "prompt_len": prompt_len, "new_tokens": new_tokens,
+                           "target_ratio": VLLM_TARGET_RATIO}
+    with tempfile.TemporaryDirectory() as folder:
+        model.save_pretrained(folder, safe_serialization=True)
+        engine: Any = None
+        try:
+            engine = make_engine(folder, max_model_len=2048, gpu_memory_utilization=0.35,
+                                 skip_tokenizer_init=True)
+            out.update(_time_vllm(engine, model, tok, device, prompts, new_tokens, eos))
+        except Exception as err:  # recorded in the report, not hidden: the other figures still count
+            out["status"] = f"failed: {err!r}"
+        finally:
+            del engine
+            gc.collect()
+            torch.cuda.empty_cache()
+    for k in ("ratio", "backend_tokens_per_s", "plain_tokens_per_s"):
+        out.setdefault(k, out["status"])
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="gpu_smoke.json", help="JSON report path")
@@ -219,12 +321,9 @@ def main(argv: list[str] | None = None) -> int:
         "transformers": transformers.__version__, "python": platform.python_version(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "models": {},
     }
-    try:
-        import vllm  # noqa: F401
-
-        report["vllm"] = "installed, but the vLLM backend is not implemented yet (issue 6): not measured"
-    except ImportError:
-        report["vllm"] = "not installed: not measured"
+    has_vllm = importlib.util.find_spec("vllm") is not None
+    report["vllm"] = {"installed": has_vllm, "models": {},
+                      "status": "see models" if has_vllm else "not measured (vllm not installed)"}
 
     out_path = Path(args.out)
     for arch in archs:
@@ -245,6 +344,9 @@ def main(argv: list[str] | None = None) -> int:
                                  prompts=1 if small else args.prompts,
                                  response_tokens=24 if small else args.response_tokens,
                                  localize_tokens=16 if small else args.localize_tokens, peak=peak)
+        entry["vllm"] = vllm_section(model, tok, device, small=small)
+        report["vllm"]["models"][arch] = entry["vllm"]
+        print(f"[{arch}] vllm: {entry['vllm']['ratio']}", flush=True)
         entry["wall_s"] = time.perf_counter() - t0
         report["models"][arch] = entry
         # Write after each model so a timeout keeps what finished.

@@ -1,0 +1,532 @@
+"""VLLMBackend against a FAKE vLLM engine (vLLM itself is not installed on the CPU machines).
+
+``FakeLLM`` mimics the part of ``vllm.LLM.generate`` the backend uses: token-id prompts
+(``{"prompt_token_ids": [...]}``), one sampling-params object per prompt (n, max_tokens, seed,
+stop_token_ids, logprobs), ``RequestOutput.outputs[i]`` with ``index``, ``token_ids``,
+``logprobs`` (one ``{token: Logprob}`` dict per token) and ``finish_reason`` ("stop" after a
+stop token, which is kept, else "length"), and vLLM V1's ``n > 1`` seeding (child j gets
+``seed + j``). Its "model" is a token function of (context, request prompt length, seed), and the
+log-prob it reports for token t at absolute position p is ``lp_of(p, t)``, so alignment of
+log-probs with ids can be checked after every cut and round.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import math
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from llm_fixtures import TOY_PROBLEM, ToyTask, tiny_lm, tiny_tokenizer
+
+from respo.llm.generation import GenerationBackend, GroupBackend, StopRule
+from respo.llm.thoughts import ThoughtFormat, split_thoughts
+from respo.llm.vllm_backend import (
+    SEED_MOD,
+    ServerEngine,
+    VLLMBackend,
+    VLLMTypes,
+    engine_model,
+    hf_weights,
+    make_engine,
+    server_types,
+)
+from respo.seeding import int_seed_for
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+TOK = tiny_tokenizer()
+EOS = int(TOK.eos_token_id)
+
+
+def ids(text: str) -> list[int]:
+    return list(TOK.encode(text, add_special_tokens=False))
+
+
+def lp_of(pos: int, tok: int) -> float:
+    """The fake model's log-prob of ``tok`` at absolute position ``pos`` (prompt included)."""
+    return -((tok * 31 + pos * 7) % 97) / 10.0 - 0.01
+
+
+@dataclass
+class FakeLogprob:
+    logprob: float
+
+
+@dataclass
+class FakeParams:
+    n: int = 1
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int = 16
+    seed: int | None = None
+    logprobs: int | None = None
+    stop_token_ids: list[int] = field(default_factory=list)
+    ignore_eos: bool = False
+    detokenize: bool = True
+
+
+@dataclass
+class FakeLoRA:
+    lora_name: str
+    lora_int_id: int
+    lora_path: str
+
+
+FAKE_TYPES = VLLMTypes(sampling_params=FakeParams, lora_request=FakeLoRA)
+
+TokenFn = Callable[[list[int], int, int], int]
+
+
+def random_tokens(alphabet: str = "abcde \n", *, seeded: bool = True) -> TokenFn:
+    """A deterministic pseudo-random "model": the next token hashes (context[, seed])."""
+    pool = ids(alphabet)
+
+    def fn(ctx: list[int], prompt_len: int, seed: int) -> int:
+        h = zlib.crc32(np.asarray(ctx, dtype=np.int64).tobytes())
+        rng = np.random.default_rng([seed % 2**32 if seeded else 0, h, len(ctx)])
+        return pool[int(rng.integers(len(pool)))]
+
+    return fn
+
+
+def scripted(text: str, *, repeat: bool = True) -> TokenFn:
+    """Every request generates ``text`` (again and again when ``repeat``) from its own prompt."""
+    script = ids(text)
+
+    def fn(ctx: list[int], prompt_len: int, seed: int) -> int:
+        k = len(ctx) - prompt_len
+        return script[k % len(script)] if repeat or k < len(script) else script[-1]
+
+    return fn
+
+
+class RecordingModel:
+    def __init__(self) -> None:
+        self.loaded: list[tuple[str, torch.Tensor]] = []
+
+    def load_weights(self, weights: Any) -> None:
+        self.loaded = [(n, t.detach().clone()) for n, t in weights]
+
+
+class FakeLLM:
+    """The subset of ``vllm.LLM`` the backend touches (see the module docstring)."""
+
+    def __init__(self, token_fn: TokenFn, *, reverse_outputs: bool = False, honor_stop: bool = True) -> None:
+        self.token_fn = token_fn
+        self.reverse_outputs = reverse_outputs
+        self.honor_stop = honor_stop  # False: an engine that runs past stop ids (post-hoc cut needed)
+        self.calls: list[tuple[list[list[int]], list[FakeParams], Any]] = []
+        self.resets = 0
+        self.model = RecordingModel()
+        runner = SimpleNamespace(model=self.model)
+        self.llm_engine = SimpleNamespace(model_executor=SimpleNamespace(
+            driver_worker=SimpleNamespace(model_runner=runner)))
+
+    def generate(self, prompts: list[dict[str, list[int]]], sampling_params: Any, *,
+                 use_tqdm: bool = True, lora_request: Any = None) -> list[Any]:
+        params = sampling_params if isinstance(sampling_params, list) else [sampling_params] * len(prompts)
+        assert len(params) == len(prompts)
+        self.calls.append(([list(p["prompt_token_ids"]) for p in prompts], list(params), lora_request))
+        outs = []
+        for p, sp in zip(prompts, params, strict=True):
+            prompt = list(p["prompt_token_ids"])
+            comps = []
+            for j in range(sp.n):
+                seed = (sp.seed or 0) + j  # vLLM V1: child j of a seeded request gets seed + j
+                ctx, finish = list(prompt), "length"
+                toks: list[int] = []
+                lps: list[dict[int, FakeLogprob]] = []
+                while len(toks) < sp.max_tokens:
+                    t = self.token_fn(ctx, len(prompt), seed)
+                    toks.append(t)
+                    lps.append({t: FakeLogprob(lp_of(len(ctx), t))})
+                    ctx.append(t)
+                    if self.honor_stop and t in sp.stop_token_ids:
+                        finish = "stop"
+                        break
+                comps.append(SimpleNamespace(index=j, token_ids=toks, logprobs=lps, finish_reason=finish,
+                                             stop_reason=toks[-1] if finish == "stop" else None))
+            if self.reverse_outputs:
+                comps = comps[::-1]
+            outs.append(SimpleNamespace(prompt_token_ids=prompt, outputs=comps))
+        return outs
+
+    def reset_prefix_cache(self) -> bool:
+        self.resets += 1
+        return True
+
+
+def backend(token_fn: TokenFn | None = None, **kw: Any) -> tuple[VLLMBackend, FakeLLM]:
+    eng = FakeLLM(token_fn or random_tokens(), reverse_outputs=kw.pop("reverse_outputs", False),
+                  honor_stop=kw.pop("honor_stop", True))
+    return VLLMBackend(eng, eos_ids=[EOS], types=FAKE_TYPES, **kw), eng
+
+
+PREFIX = np.asarray(ids("Q: what is 2+3?\nstep one\n"), dtype=np.int64)
+FMT = ThoughtFormat.for_tokenizer(TOK, "\n")
+
+
+def assert_aligned(prompt: np.ndarray, g: Any) -> None:
+    """Sampled tokens carry the fake's log-prob at their absolute position; forced ones NaN."""
+    assert g.logprobs.shape == g.ids.shape and g.logprobs.dtype == np.float32
+    nan = np.isnan(g.logprobs)
+    assert int(nan.sum()) == g.n_forced
+    for k, (t, lp) in enumerate(zip(g.ids.tolist(), g.logprobs.tolist(), strict=True)):
+        if not math.isnan(lp):
+            assert lp == pytest.approx(lp_of(len(prompt) + k, t), abs=1e-6)
+
+
+# -- the protocol and the missing-vLLM error --------------------------------------------------------
+
+
+def test_satisfies_generation_protocols() -> None:
+    be, _ = backend()
+    assert isinstance(be, GenerationBackend) and isinstance(be, GroupBackend)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed")
+def test_missing_vllm_gives_a_clear_import_error() -> None:
+    with pytest.raises(ImportError, match=r"pip install 'respo\[vllm\]'"):
+        VLLMBackend(model="Qwen/Qwen2.5-14B-Instruct", eos_ids=[EOS])
+    with pytest.raises(ImportError, match=r"respo\[vllm\]"):
+        VLLMBackend(FakeLLM(random_tokens()), eos_ids=[EOS])  # no types injected: needs vllm's
+    with pytest.raises(ImportError, match=r"respo\[vllm\]"):
+        make_engine("Qwen/Qwen2.5-14B-Instruct")
+
+
+def test_bad_arguments() -> None:
+    be, _ = backend()
+    kw: dict[str, Any] = dict(max_new_tokens=4, temperature=1.0, top_p=1.0, seed=0)
+    with pytest.raises(ValueError):
+        be.generate([PREFIX], n=0, **kw)
+    with pytest.raises(ValueError):
+        be.generate([np.zeros(0, dtype=np.int64)], n=1, **kw)
+    with pytest.raises(ValueError):
+        be.generate_groups([PREFIX], [1, 2], **kw)
+    with pytest.raises(ValueError):
+        be.generate([PREFIX], n=1, max_new_tokens=4, temperature=1.0, top_p=0.0, seed=0)
+    with pytest.raises(ValueError, match="EOS"):
+        VLLMBackend(FakeLLM(random_tokens()), types=FAKE_TYPES)
+    with pytest.raises(ValueError, match="fanout"):
+        VLLMBackend(FakeLLM(random_tokens()), eos_ids=[EOS], types=FAKE_TYPES, fanout="tree")  # type: ignore[arg-type]
+
+
+# -- token-exact continuation, parameters, log-prob alignment -----------------------------------------
+
+
+def test_continuation_is_token_exact_with_the_documented_params() -> None:
+    be, eng = backend(random_tokens())
+    gens = be.continue_group(PREFIX, 3, max_new_tokens=12, temperature=0.7, top_p=0.95, seed=11)
+    assert len(gens) == 3 and len(eng.calls) == 1
+    prompts, params, lora = eng.calls[0]
+    assert prompts == [PREFIX.tolist()] * 3, "each row is a request on the exact prefix ids"
+    assert lora is None
+    ref = FakeLLM(random_tokens())
+    for j, (p, g) in enumerate(zip(params, gens, strict=True)):
+        assert (p.n, p.temperature, p.top_p, p.max_tokens) == (1, 0.7, 0.95, 12)
+        assert (p.logprobs, p.stop_token_ids, p.ignore_eos, p.detokenize) == (0, [EOS], True, False)
+        assert p.seed == int_seed_for(11, "generation", j) % SEED_MOD
+        # the generation holds the new ids only (no prompt): exactly the engine's stream for row j
+        (want,) = ref.generate([{"prompt_token_ids": PREFIX.tolist()}],
+                               FakeParams(n=1, max_tokens=12, seed=p.seed, stop_token_ids=[EOS]))
+        assert g.ids.tolist() == want.outputs[0].token_ids
+        assert_aligned(PREFIX, g)
+    assert len({tuple(g.ids.tolist()) for g in gens}) > 1, "rows have different seeds"
+
+
+def test_rows_depend_only_on_prompt_seed_and_index() -> None:
+    be, _ = backend(random_tokens())
+    kw: dict[str, Any] = dict(max_new_tokens=10, temperature=1.0, top_p=1.0)
+    four = be.continue_group(PREFIX, 4, seed=3, **kw)
+    two = be.continue_group(PREFIX, 2, seed=3, **kw)
+    assert [g.ids.tolist() for g in two] == [g.ids.tolist() for g in four[:2]]
+    other = be.continue_group(PREFIX, 2, seed=4, **kw)
+    assert [g.ids.tolist() for g in other] != [g.ids.tolist() for g in two]
+
+
+def test_groups_keep_order_counts_limits_and_match_one_call_per_prompt() -> None:
+    be, eng = backend(random_tokens())
+    prompts = [np.asarray(ids(t), dtype=np.int64) for t in ("hi\n", "a longer prompt\n", "mid?\n")]
+    counts, limits, seeds = [2, 1, 3], [5, 9, 7], [101, 202, 303]
+    stop = StopRule(FMT, max_thought_tokens=50, max_thoughts=50)
+    groups = be.generate_groups(prompts, counts, max_new_tokens=limits, temperature=1.0, top_p=1.0,
+                                seed=seeds, stop=[stop, None, stop])
+    assert [len(g) for g in groups] == counts
+    for i, p in enumerate(prompts):
+        alone = be.continue_group(p, counts[i], max_new_tokens=limits[i], temperature=1.0, top_p=1.0,
+                                  seed=seeds[i], stop=[stop, None, stop][i])
+        assert [g.ids.tolist() for g in groups[i]] == [g.ids.tolist() for g in alone]
+        for g in groups[i]:
+            assert len(g.ids) <= limits[i]
+            assert_aligned(p, g)
+    first_call_prompts = eng.calls[0][0]
+    assert first_call_prompts == [p.tolist() for i, p in enumerate(prompts) for _ in range(counts[i])]
+
+
+def test_native_fanout_one_request_per_prompt_and_outputs_sorted_by_index() -> None:
+    be, eng = backend(random_tokens(), fanout="native", reverse_outputs=True)
+    prompts = [PREFIX, np.asarray(ids("hi\n"), dtype=np.int64)]
+    groups = be.generate_groups(prompts, [3, 2], max_new_tokens=6, temperature=1.0, top_p=1.0,
+                                seed=[7, 8])
+    reqs, params, _ = eng.calls[0]
+    assert reqs == [p.tolist() for p in prompts]
+    assert [(p.n, p.seed) for p in params] == [(3, 7), (2, 8)]
+    ref = FakeLLM(random_tokens())
+    for i, p in enumerate(prompts):
+        for j, g in enumerate(groups[i]):  # child j was seeded seed + j by the (fake) engine
+            want = ref.generate([{"prompt_token_ids": p.tolist()}],
+                                FakeParams(n=1, max_tokens=6, seed=[7, 8][i] + j, stop_token_ids=[EOS]))
+            assert g.ids.tolist() == want[0].outputs[0].token_ids
+            assert_aligned(p, g)
+
+
+# -- StopRule: EOS, answer, max_thoughts, thought cap, max_new_tokens --------------------------------
+
+
+@pytest.mark.parametrize("honor_stop", [True, False], ids=["engine-stops", "post-hoc-cut"])
+def test_eos_is_kept_and_ends_the_row(honor_stop: bool) -> None:
+    stream = ids("abc") + [EOS] + ids("xyz")  # an engine that ignores stop ids runs past the EOS
+    be, _ = backend(lambda ctx, n, s: stream[(len(ctx) - n) % len(stream)], honor_stop=honor_stop)
+    (g,) = be.continue_group(PREFIX, 1, max_new_tokens=20, temperature=1.0, top_p=1.0, seed=0)
+    assert g.ids.tolist() == ids("abc") + [EOS]
+    assert g.finished and g.stop_reason == "eos"
+    stats = be.pop_stats()
+    assert stats["vllm/foreign_stops"] == 0 and stats["vllm/discarded_tokens"] == (0 if honor_stop else 16)
+    assert_aligned(PREFIX, g)
+
+
+def test_an_engine_stop_outside_eos_ids_is_counted() -> None:
+    eng = FakeLLM(scripted("ab!cd"))
+    be = VLLMBackend(eng, eos_ids=[EOS], types=FAKE_TYPES)
+    be._params = lambda *a: FakeParams(n=a[0], max_tokens=a[3], seed=a[4], logprobs=0,  # type: ignore[method-assign]
+                                       stop_token_ids=[EOS, ids("!")[0]])
+    (g,) = be.continue_group(PREFIX, 1, max_new_tokens=20, temperature=1.0, top_p=1.0, seed=0)
+    assert g.ids.tolist() == ids("ab!") and g.stop_reason == "eos" and g.finished
+    assert be.pop_stats()["vllm/foreign_stops"] == 1
+
+
+def test_answer_stop_cuts_after_the_final_thought() -> None:
+    be, eng = backend(scripted("ab\n\\boxed{3}\nmore text\n", repeat=False))
+    stop = StopRule(FMT, max_thought_tokens=64, max_thoughts=20)
+    (g,) = be.continue_group(PREFIX, 1, max_new_tokens=40, temperature=1.0, top_p=1.0, seed=0, stop=stop)
+    assert g.ids.tolist() == ids("ab\n\\boxed{3}\n")
+    assert g.finished and g.stop_reason == "answer" and g.n_forced == 0
+    assert len(eng.calls) == 1, "no forced thought end: one round"
+    stats = be.pop_stats()
+    assert stats["vllm/engine_tokens"] == 40 and stats["vllm/discarded_tokens"] == 40 - len(g.ids)
+    assert_aligned(PREFIX, g)
+
+
+def test_max_thoughts_stop() -> None:
+    be, _ = backend(scripted("a\nb\nc\n"))
+    stop = StopRule(FMT, max_thought_tokens=8, max_thoughts=2)
+    (g,) = be.continue_group(PREFIX, 1, max_new_tokens=30, temperature=1.0, top_p=1.0, seed=0, stop=stop)
+    assert g.ids.tolist() == ids("a\nb\n") and g.stop_reason == "max_thoughts" and g.finished
+
+
+def test_thought_cap_forces_the_delimiter_and_continues_token_exactly() -> None:
+    be, eng = backend(scripted("abcdefghij\n"))
+    stop = StopRule(FMT, max_thought_tokens=5, max_thoughts=3, overflow="force")
+    (g,) = be.continue_group(PREFIX, 1, max_new_tokens=40, temperature=1.0, top_p=1.0, seed=9, stop=stop)
+    # each thought: 4 sampled tokens + the forced "\n" (5 = max_thought_tokens), then a new round
+    assert g.ids.tolist() == ids("abcd\n") * 3
+    assert g.n_forced == 3 and g.stop_reason == "max_thoughts" and g.finished
+    assert all(e - s <= 5 for s, e in split_thoughts(g.ids, FMT.delimiter))
+    assert len(eng.calls) == 3
+    round2 = eng.calls[1][0][0]
+    assert round2 == PREFIX.tolist() + ids("abcd\n"), "a new round continues from the exact ids"
+    assert eng.calls[1][1][0].max_tokens == 40 - 5, "the budget shrinks by what was generated"
+    assert eng.calls[1][1][0].seed == int_seed_for(int_seed_for(9, "generation", 0), "round", 1) % SEED_MOD
+    assert_aligned(PREFIX, g)
+    assert np.isnan(g.logprobs[4]) and not np.isnan(g.logprobs[3])
+
+
+def test_thought_cap_overflow_stop_cuts_without_a_new_round() -> None:
+    be, eng = backend(scripted("abcdefghij\n"))
+    stop = StopRule(FMT, max_thought_tokens=5, max_thoughts=3, overflow="stop")
+    (g,) = be.continue_group(PREFIX, 1, max_new_tokens=40, temperature=1.0, top_p=1.0, seed=0, stop=stop)
+    assert g.ids.tolist() == ids("abcde") and g.stop_reason == "thought_limit" and not g.finished
+    assert len(eng.calls) == 1
+
+
+def test_max_new_tokens_cut() -> None:
+    be, eng = backend(scripted("xyz"))
+    gens = be.generate([PREFIX], n=2, max_new_tokens=9, temperature=1.0, top_p=1.0, seed=0)
+    for g in gens:
+        assert len(g.ids) == 9 and g.stop_reason == "length" and not g.finished
+        assert_aligned(PREFIX, g)
+    assert all(p.max_tokens == 9 for p in eng.calls[0][1])
+    # forcing may not exceed the budget either: the cut lands inside the forced delimiter
+    tag = ThoughtFormat.for_tokenizer(TOK, "</thought>")
+    stop = StopRule(tag, max_thought_tokens=4, max_thoughts=10)
+    (g,) = be.continue_group(PREFIX, 1, max_new_tokens=6, temperature=1.0, top_p=1.0, seed=0, stop=stop)
+    assert len(g.ids) == 6 and g.stop_reason == "length"
+
+
+def test_round_cap_gives_the_same_ids_in_more_rounds() -> None:
+    token_fn = random_tokens("abc \n", seeded=False)  # seed-free: rounds see the same stream
+    stop = StopRule(FMT, max_thought_tokens=30, max_thoughts=20)
+    kw: dict[str, Any] = dict(max_new_tokens=25, temperature=1.0, top_p=1.0, seed=0, stop=stop)
+    one, eng1 = backend(token_fn)
+    capped, eng2 = backend(token_fn, max_tokens_per_round=4)
+    a, b = one.continue_group(PREFIX, 2, **kw), capped.continue_group(PREFIX, 2, **kw)
+    assert [g.ids.tolist() for g in a] == [g.ids.tolist() for g in b]
+    assert len(eng1.calls) == 1 and len(eng2.calls) > 1
+    assert all(p.max_tokens <= 4 for _, ps, _ in eng2.calls for p in ps)
+
+
+# -- the sampler contract over the fake-backed backend -----------------------------------------------
+
+
+@pytest.mark.parametrize("overflow", ["force", "stop"])
+def test_lm_sampler_contract_over_vllm_backend(overflow: str) -> None:
+    from contract import check_sampler_contract
+
+    from respo.llm.sampler import LMSampler, SampleConfig
+
+    be, _ = backend(random_tokens("abcdfghijklmnopqrstuvwxyz e\n"))  # answer "e": some chains fail
+    cfg = SampleConfig(max_new_tokens=24, max_thought_tokens=6, max_thoughts=6, temperature=1.0,
+                       top_p=1.0, delimiter="\n", prompt_variant="small", overflow=overflow)  # type: ignore[arg-type]
+    sampler = LMSampler(be, TOK, ToyTask(), cfg=cfg)
+    check_sampler_contract(sampler, None, sampler.root(TOY_PROBLEM), n=4, seed=0)
+    # extend_many batches every request into one backend call with the same chains
+    root = sampler.root(TOY_PROBLEM)
+    many = sampler.extend_many(None, [((root,), 2, np.random.default_rng(5)), ((root,), 3, np.random.default_rng(6))])
+    single = [sampler.extend(None, (root,), 2, rng=np.random.default_rng(5)),
+              sampler.extend(None, (root,), 3, rng=np.random.default_rng(6))]
+    for xs, ys in zip(many, single, strict=True):
+        assert [c.states[-1].ids.tolist() for c in xs] == [c.states[-1].ids.tolist() for c in ys]
+
+
+# -- weights -----------------------------------------------------------------------------------------
+
+
+def _peft_tiny() -> Any:
+    import warnings
+
+    from peft import LoraConfig, get_peft_model
+
+    with warnings.catch_warnings():  # peft reads a deprecated transformers attribute
+        warnings.simplefilter("ignore", FutureWarning)
+        model = get_peft_model(copy.deepcopy(tiny_lm(0)), LoraConfig(
+            r=4, lora_alpha=8, target_modules="all-linear", lora_dropout=0.0, task_type="CAUSAL_LM"))
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
+    return model
+
+
+def test_hf_weights_merges_lora_without_touching_the_model() -> None:
+    model = _peft_tiny()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    got = dict(hf_weights(model))
+    merged = copy.deepcopy(model).merge_and_unload().state_dict()
+    assert set(got) == set(merged) == set(tiny_lm(0).state_dict())
+    for k, v in merged.items():
+        torch.testing.assert_close(got[k], v, atol=1e-5, rtol=1e-5, msg=k)
+    assert any(not torch.equal(got[k], tiny_lm(0).state_dict()[k]) for k in got), "LoRA delta applied"
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), "the trainer's model must not be modified"
+    plain = dict(hf_weights(tiny_lm(0)))
+    assert all(torch.equal(plain[k], v) for k, v in tiny_lm(0).state_dict().items())
+
+
+def test_sync_weights_full_path_loads_merged_weights_and_resets_the_cache() -> None:
+    be, eng = backend()
+    model = _peft_tiny()
+    be.sync_weights(model)
+    merged = copy.deepcopy(model).merge_and_unload().state_dict()
+    loaded = dict(eng.model.loaded)
+    assert set(loaded) == set(merged)
+    torch.testing.assert_close(loaded["model.layers.0.self_attn.q_proj.weight"],
+                               merged["model.layers.0.self_attn.q_proj.weight"], atol=1e-5, rtol=1e-5)
+    assert eng.resets == 1 and be.version == 1 and be.lora is None
+
+
+def test_sync_weights_lora_path_saves_adapters_and_tags_requests(tmp_path: Any) -> None:
+    be, eng = backend(adapter_dir=tmp_path / "adapters")
+    model = _peft_tiny()
+    be.sync_weights(model)
+    first = tmp_path / "adapters" / "v000001"
+    assert (first / "adapter_config.json").exists()
+    assert be.lora == FakeLoRA("respo-v1", 1, str(first))
+    be.generate([PREFIX], n=2, max_new_tokens=3, temperature=1.0, top_p=1.0, seed=0)
+    assert eng.calls[-1][2] == be.lora, "every request carries the current adapter"
+    be.sync_weights(model)
+    assert be.lora.lora_int_id == 2 and not first.exists(), "a new id per version; old folders go"
+    assert eng.resets == 2 and eng.model.loaded == []
+    with pytest.raises(TypeError, match="peft"):
+        be.sync_weights(tiny_lm(0))
+
+
+def test_unreachable_engine_model_raises_with_advice() -> None:
+    with pytest.raises(RuntimeError, match="VLLM_ENABLE_V1_MULTIPROCESSING=0"):
+        engine_model(SimpleNamespace(llm_engine=SimpleNamespace()))
+    eng = FakeLLM(random_tokens())
+    assert engine_model(eng) is eng.model
+
+
+# -- a separate server through the OpenAI-compatible API (fake transport) ----------------------------
+
+
+def test_server_engine_with_a_fake_transport() -> None:
+    sent: list[tuple[str, dict[str, Any]]] = []
+    local = FakeLLM(random_tokens())
+
+    def post(url: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
+        sent.append((url, body))
+        if not url.endswith("/v1/completions"):
+            return {}
+        p = FakeParams(**{k: body[k] for k in ("n", "max_tokens", "seed", "stop_token_ids")})
+        (out,) = local.generate([{"prompt_token_ids": body["prompt"]}], p)
+        return {"choices": [{"index": c.index, "finish_reason": c.finish_reason, "logprobs": {
+            "tokens": [f"token_id:{t}" for t in c.token_ids],
+            "token_logprobs": [d[t].logprob for t, d in zip(c.token_ids, c.logprobs, strict=True)]}}
+            for c in out.outputs]}
+
+    server = ServerEngine("http://trainer-node:8000/", "served-model", post=post)
+    be = VLLMBackend(server, eos_ids=[EOS], types=server_types())
+    gens = be.continue_group(PREFIX, 2, max_new_tokens=8, temperature=1.0, top_p=1.0, seed=1)
+    ref, _ = backend(random_tokens())
+    want = ref.continue_group(PREFIX, 2, max_new_tokens=8, temperature=1.0, top_p=1.0, seed=1)
+    assert [g.ids.tolist() for g in gens] == [g.ids.tolist() for g in want]
+    for g in gens:
+        assert_aligned(PREFIX, g)
+    url, body = sent[0]
+    assert url == "http://trainer-node:8000/v1/completions" and body["model"] == "served-model"
+    assert body["prompt"] == PREFIX.tolist() and body["return_tokens_as_token_ids"] is True
+    assert body["logprobs"] == 0 and "detokenize" not in body
+    be.lora = server_types().lora_request("respo-v1", 1, "/shared/adapters/v000001")
+    be.generate([PREFIX], n=1, max_new_tokens=2, temperature=1.0, top_p=1.0, seed=0)
+    be.generate([PREFIX], n=1, max_new_tokens=2, temperature=1.0, top_p=1.0, seed=0)
+    loads = [b for u, b in sent if u.endswith("/v1/load_lora_adapter")]
+    assert loads == [{"lora_name": "respo-v1", "lora_path": "/shared/adapters/v000001"}], "loaded once"
+    assert sent[-1][1]["model"] == "respo-v1"
+
+
+# -- experiments/gpu_smoke.py: the vLLM section without vLLM ------------------------------------------
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed")
+def test_gpu_smoke_reports_vllm_not_measured() -> None:
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "gpu_smoke.py"
+    spec = importlib.util.spec_from_file_location("gpu_smoke_for_test", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = mod.vllm_section(None, None, torch.device("cpu"), small=True)
+    assert out == {"status": "not measured (vllm not installed)", "ratio": "not measured (vllm not installed)",
+                   "backend_tokens_per_s": "not measured (vllm not installed)",
+                   "plain_tokens_per_s": "not measured (vllm not installed)"}
