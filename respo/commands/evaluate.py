@@ -7,6 +7,7 @@ or a hub id on a connected machine), runs the plain thought-by-thought agent wit
 and appends one JSON row per benchmark: model, method, seed, benchmark and the metrics
 (``mean_reward``, ``pass@k``). The benchmark ``arithmetic`` is the offline synthetic chains
 (held-out split) and ``gym:<generator>`` a reasoning-gym held-out split, for CPU runs.
+``--backend vllm`` generates with a vLLM engine instead of transformers (same agent and rules).
 
 ``respo eval table --results results/eval.jsonl --out paper_figures/table_main`` writes
 ``.md``, ``.csv`` and ``.tex`` with mean and std over seeds per benchmark and the average.
@@ -66,7 +67,16 @@ class RunConfig:
     batch_size: int = 16
     """Prompts per generation call."""
     device: str = "cpu"
-    """Torch device (cpu or cuda)."""
+    """Torch device (cpu or cuda) of the ``hf`` backend."""
+    backend: Literal["hf", "vllm"] = "hf"
+    """Generation engine: ``hf`` (transformers) or ``vllm`` (a ``vllm.LLM`` engine through
+    ``respo.llm.vllm_backend.VLLMBackend``, same stop rules; ``pip install 'respo[vllm]'``)."""
+    gpu_memory_utilization: float = 0.9
+    """vllm only: share of GPU memory the engine may take."""
+    max_model_len: int = 8192
+    """vllm only: longest prompt + response in tokens."""
+    tensor_parallel_size: int = 1
+    """vllm only: GPUs the engine shards the model over."""
     save_responses: bool = False
     """Also write every response to <out>.responses.jsonl."""
 
@@ -127,16 +137,49 @@ def load_benchmark(name: str, data: Path, *, limit: int, seed: int) -> tuple[lis
 
 def hf_generate(cfg: RunConfig) -> Any:
     """A text-in, text-out ``Generate`` over a transformers model (the respo.llm HF backend)."""
-    import numpy as np
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from respo.llm.generation import HFBackend, StopRule
-    from respo.llm.thoughts import ThoughtFormat
+    from respo.llm.generation import HFBackend
 
     tok = AutoTokenizer.from_pretrained(cfg.model)
     model = AutoModelForCausalLM.from_pretrained(cfg.model)
     model.train(False)
-    backend = HFBackend(model, tok, device=cfg.device)
+    return backend_generate(cfg, HFBackend(model, tok, device=cfg.device), tok)
+
+
+def vllm_generate(cfg: RunConfig) -> Any:
+    """A text-in, text-out ``Generate`` over a vLLM engine (``respo.llm.vllm_backend``).
+
+    The engine is built first (an ImportError naming ``pip install 'respo[vllm]'`` when vLLM is
+    missing); stop ids are the tokenizer's EOS and the model's ``generation_config`` EOS ids,
+    as the HF backend finds them.
+    """
+    import numpy as np
+    from transformers import AutoTokenizer, GenerationConfig
+
+    from respo.llm import vllm_backend
+
+    engine = vllm_backend.make_engine(cfg.model, max_model_len=cfg.max_model_len, seed=cfg.seed,
+                                      gpu_memory_utilization=cfg.gpu_memory_utilization,
+                                      tensor_parallel_size=cfg.tensor_parallel_size)
+    tok = AutoTokenizer.from_pretrained(cfg.model)
+    eos: set[int] = set() if tok.eos_token_id is None else {int(tok.eos_token_id)}
+    try:
+        gen_eos = GenerationConfig.from_pretrained(cfg.model).eos_token_id
+    except OSError:  # no generation_config.json
+        gen_eos = None
+    if gen_eos is not None:
+        eos.update(int(e) for e in np.atleast_1d(gen_eos))
+    return backend_generate(cfg, vllm_backend.VLLMBackend(engine, tokenizer=tok, eos_ids=sorted(eos)), tok)
+
+
+def backend_generate(cfg: RunConfig, backend: Any, tok: Any) -> Any:
+    """``Generate`` over a respo generation backend (``HFBackend`` or ``VLLMBackend``)."""
+    import numpy as np
+
+    from respo.llm.generation import StopRule
+    from respo.llm.thoughts import ThoughtFormat
+
     stop = StopRule(fmt=ThoughtFormat.for_tokenizer(tok, cfg.delimiter), max_thought_tokens=cfg.max_thought_tokens,
                     max_thoughts=cfg.max_thoughts)
 
@@ -145,7 +188,9 @@ def hf_generate(cfg: RunConfig) -> Any:
         gens = backend.generate(ids, n=n, max_new_tokens=cfg.max_new_tokens, temperature=temperature,
                                 top_p=cfg.top_p, seed=seed, stop=stop)
         # Drop EOS/padding by id, keep other special tokens: a delimiter may be one.
-        drop = set(backend.eos_ids) | {backend.pad_id}
+        # (VLLMBackend rows are never padded: it has no pad_id.)
+        pad = getattr(backend, "pad_id", None)
+        drop = set(backend.eos_ids) | ({pad} if pad is not None else set())
         texts = [str(tok.decode([int(i) for i in g.ids if int(i) not in drop], skip_special_tokens=False))
                  for g in gens]
         return [texts[i * n:(i + 1) * n] for i in range(len(prompts))]
@@ -154,10 +199,11 @@ def hf_generate(cfg: RunConfig) -> Any:
 
 
 def run(cfg: RunConfig, *, generate: Any = None) -> list[dict[str, Any]]:
-    """Evaluate and append rows; ``generate`` replaces the HF backend (tests, other engines)."""
+    """Evaluate and append rows; ``generate`` replaces the backend of ``cfg.backend`` (tests, other
+    engines)."""
     from respo.eval import benchmark_scores, run_agent
 
-    gen = generate if generate is not None else hf_generate(cfg)
+    gen = generate if generate is not None else (vllm_generate(cfg) if cfg.backend == "vllm" else hf_generate(cfg))
     label = cfg.label_model or Path(cfg.model).name
     rows = []
     cfg.out.parent.mkdir(parents=True, exist_ok=True)

@@ -98,6 +98,26 @@ class SamplingConfig:
     scale_logits_by_temperature: bool = True
     """Compute training log-probs from logits / temperature, the distribution that sampled the
     tokens (as verl does); False uses the raw logits."""
+    backend: Literal["hf", "vllm"] = "hf"
+    """Generation engine of rollouts, localization and in-loop evaluation: ``hf`` (transformers,
+    the trainer's own model) or ``vllm`` (``respo.llm.vllm_backend.VLLMBackend`` over a colocated
+    ``vllm.LLM`` built from ``ModelConfig.name``, a hub id or local folder; optional extra
+    ``pip install 'respo[vllm]'``). The vLLM engine holds its own copy of the weights: the loop
+    pushes the trained weights to it after every step (and after a resume)."""
+    vllm_gpu_memory_utilization: float = 0.45
+    """vLLM only: share of GPU memory the engine may take (the rest is the trainer's)."""
+    vllm_max_model_len: int = 8192
+    """vLLM only: longest prompt + response in tokens (``method.md``: 2048 + 5120 <= 8192)."""
+    vllm_enable_prefix_caching: bool = True
+    """vLLM only: reuse KV blocks of shared prefixes (a reset group's n continuations)."""
+    vllm_tensor_parallel_size: int = 1
+    """vLLM only: GPUs per engine. Full-weight sync needs 1 (an in-process engine); use
+    ``vllm_adapter_dir`` (LoRA sync) for more."""
+    vllm_adapter_dir: str | None = None
+    """vLLM only: sync LoRA adapters through this folder (needs ``ModelConfig.lora_rank > 0``; the
+    engine gets a LoRA slot of that rank). None: full-weight sync, the LoRA delta merged into
+    each weight (``hf_weights``), into an in-process engine (``VLLM_ENABLE_V1_MULTIPROCESSING=0``
+    is set when unset)."""
 
     def __post_init__(self) -> None:
         if self.fallback not in FALLBACK_MODES:
@@ -106,6 +126,14 @@ class SamplingConfig:
             raise ValueError(f"unknown localizer {self.localizer!r}; valid: prompted, confidence")
         if not self.temperature > 0:
             raise ValueError(f"rollout temperature must be > 0, got {self.temperature}")
+        if self.backend not in ("hf", "vllm"):
+            raise ValueError(f"unknown backend {self.backend!r}; valid: hf, vllm")
+        if not 0 < self.vllm_gpu_memory_utilization <= 1:
+            raise ValueError("vllm_gpu_memory_utilization must be in (0, 1], got "
+                             f"{self.vllm_gpu_memory_utilization}")
+        if self.vllm_max_model_len < 1 or self.vllm_tensor_parallel_size < 1:
+            raise ValueError("vllm_max_model_len and vllm_tensor_parallel_size must be >= 1, got "
+                             f"{self.vllm_max_model_len}, {self.vllm_tensor_parallel_size}")
 
 
 @dataclass(frozen=True)
@@ -174,6 +202,15 @@ class TrainConfig:
     task: str = "arithmetic"
     """Task name (``arithmetic`` = the step-verifiable synthetic chains; others come from
     ``respo.tasks``)."""
+    data_file: str | None = None
+    """Prepared JSON-lines file of training problems (``respo prepare`` output, one object with
+    ``question``, ``answer`` and extra fields per line, e.g. ``data/prepared/olympiads_train.jsonl``;
+    a relative path is taken from the working directory), scored by ``task``: ``math`` (math-verify
+    in a bounded worker), ``code`` (each problem's reward ``tests``, run in the sandbox),
+    ``choice`` or ``yesno``. The first ``train_problems`` rows are used, in file order (all of
+    them, with a warning, if the file holds fewer). None: the task generates its problems
+    (``arithmetic``, ``gym:<generator>``). In-loop evaluation (``eval.every``) needs a generating
+    task; evaluate a data-file run's checkpoints with ``respo eval run``."""
     train_problems: int = 400
     """Training problems (the paper: 400 NuminaMath olympiad problems)."""
     seed: int = 42
@@ -226,6 +263,10 @@ class TrainConfig:
             raise ValueError(f"diagnostics_every must be >= 0, got {self.diagnostics_every}")
         if not (math.isfinite(self.kl_coef) and self.kl_coef >= 0):
             raise ValueError(f"kl_coef must be a finite number >= 0, got {self.kl_coef}")
+        if self.data_file is not None and not self.data_file.strip():
+            raise ValueError("data_file must be a path or None, got an empty string")
+        if self.sampling.vllm_adapter_dir is not None and self.model.lora_rank < 1:
+            raise ValueError("sampling.vllm_adapter_dir (LoRA sync) needs model.lora_rank > 0")
 
     @property
     def variant_row(self) -> Variant:

@@ -14,7 +14,9 @@
 6. ``epochs`` passes over mini-batches of ``minibatch_prompts`` prompts, each one optimizer step
    (AdamW, gradient clipping, LR schedule), accumulating gradients over micro-batches with the
    mini-batch's global token / sequence counts as the aggregation norm, so micro-batching and
-   data parallelism leave the loss unchanged;
+   data parallelism leave the loss unchanged; then a generation engine with its own copy of the
+   weights (``VLLMBackend``) gets the new weights (``sync_weights``), before evaluation and the
+   next step's rollouts;
 7. metrics (loss, rewards, reset and fallback counts, G1/G2, token counts, timings), a JSONL line
    and a checkpoint in ``run_dir``, then ``yield``.
 
@@ -66,7 +68,9 @@ class Parts:
     ``sampler`` implements ``respo.resets.Sampler`` over ``TokenState`` chains and ``root(problem)``
     gives a problem's root state; ``localizer`` is None for GRPO. ``policy`` is what the sampler
     and localizer receive as their policy argument (None for ``LMSampler``: it samples with its
-    backend, which holds ``model``, so updates are seen at once). ``evaluate``
+    backend, which holds ``model``, so updates are seen at once; a backend with its own copy of
+    the weights, i.e. with a ``sync_weights(model)`` method such as ``VLLMBackend``, is handed
+    the model after every step's updates, and once after a resume). ``evaluate``
     (optional) maps (policy, problems) to a dict of held-out metrics. ``pad_id`` pads batches.
     """
 
@@ -99,6 +103,24 @@ def make_accelerator(cfg: TrainConfig) -> Any:
     from accelerate import Accelerator
 
     return Accelerator(cpu=not torch.cuda.is_available())
+
+
+def is_fsdp(acc: Any) -> bool:
+    """Whether ``acc`` (an ``accelerate.Accelerator``) shards the model with FSDP."""
+    dt = getattr(acc, "distributed_type", None)
+    return str(getattr(dt, "value", dt)) == "FSDP"
+
+
+def push_weights(sync: Callable[..., None], model: Any, wrapped: Any, acc: Any, *, fsdp: bool) -> None:
+    """Hand the current weights to a generation engine's ``sync_weights`` (``VLLMBackend``).
+
+    Under FSDP each process holds a shard, so the full state dict is gathered first
+    (``accelerator.get_state_dict``, a collective on every process) and passed as ``state_dict``.
+    """
+    if fsdp:
+        sync(model, state_dict=acc.get_state_dict(wrapped))
+    else:
+        sync(model)
 
 
 def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
@@ -436,7 +458,17 @@ def train(
     model.eval()
     _check_no_dropout(model)
     policy = parts.policy  # what the sampler / localizer receive (LMSampler: None = its backend)
-    params = [p for p in model.parameters() if p.requires_grad]
+    # A backend that holds its own copy of the weights (vLLM) gets the trained ones after updates.
+    sync_weights = getattr(getattr(parts.sampler, "backend", None), "sync_weights", None)
+    fsdp = world > 1 and is_fsdp(acc)
+    wrapped = model
+    if fsdp:
+        # FSDP shards (replaces) the parameters when it wraps the model, so the optimizer must be
+        # built over the wrapped model's parameters; DDP and one process keep their order below.
+        wrapped = acc.prepare_model(model)
+        params = [p for p in wrapped.parameters() if p.requires_grad]
+    else:
+        params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, betas=cfg.optim.betas,
                                   weight_decay=cfg.optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -463,7 +495,10 @@ def train(
     elif run_path is not None and main and (run_path / "metrics.jsonl").exists():
         raise FileExistsError(f"{run_path / 'metrics.jsonl'} exists: pass resume=True or use a new run dir")
     acc.wait_for_everyone()
-    wrapped = acc.prepare_model(model) if world > 1 else model
+    if world > 1 and not fsdp:
+        wrapped = acc.prepare_model(model)
+    if sync_weights is not None and start_step > 0:  # the engine still holds the initial weights
+        push_weights(sync_weights, model, wrapped, acc, fsdp=fsdp)
 
     mb_local = cfg.minibatch_prompts // world
     n_train = len(parts.train_problems)
@@ -633,6 +668,11 @@ def train(
                 optimizer.zero_grad(set_to_none=True)
         model.eval()
         t_update = time.perf_counter() - t0
+        t_sync = None
+        if sync_weights is not None:  # after every update of the step, before evaluation
+            t0 = time.perf_counter()
+            push_weights(sync_weights, model, wrapped, acc, fsdp=fsdp)
+            t_sync = time.perf_counter() - t0
 
         # -- metrics -------------------------------------------------------------------------
         loss_stats = stats.result(n_optimizer_steps=len(grad_norms), world=world)
@@ -699,6 +739,8 @@ def train(
                 metrics.update({f"eval/{k}": float(v) for k, v in ev.items()})
             acc.wait_for_everyone()
             metrics["time/eval"] = time.perf_counter() - t0
+        if t_sync is not None:
+            metrics["time/sync"] = t_sync
         metrics.update({"time/rollout": t_rollout, "time/prep": t_prep, "time/update": t_update,
                         "time/step": time.perf_counter() - t_step})
 
