@@ -217,7 +217,123 @@ class _Row:
         self.done, self.reason, self.finished = True, reason, finished
 
 
-class HFBackend:
+def group_args(prompts: Sequence[Any], counts: Sequence[int], max_new_tokens: Any,
+               stop: Any) -> tuple[list[NDArray[np.int64]], list[int], list[int],
+                                   list[StopRule | None]]:
+    """``generate_groups``' arguments checked and made per prompt: id arrays, counts, token
+    limits and stop rules (a single limit or rule applies to every prompt)."""
+    prompts = [np.asarray(p, dtype=np.int64) for p in prompts]
+    if not prompts or any(p.ndim != 1 or len(p) == 0 for p in prompts):
+        raise ValueError("prompts must be non-empty 1-D id arrays")
+    counts = [int(c) for c in counts]
+    if len(counts) != len(prompts) or any(c < 1 for c in counts):
+        raise ValueError(f"need one count >= 1 per prompt, got {counts} for {len(prompts)} prompts")
+    limits = ([int(max_new_tokens)] * len(prompts) if isinstance(max_new_tokens, (int, np.integer))
+              else [int(m) for m in max_new_tokens])
+    if len(limits) != len(prompts) or any(m < 1 for m in limits):
+        raise ValueError(f"need max_new_tokens >= 1 per prompt, got {max_new_tokens}")
+    stops: list[StopRule | None] = (list(stop) if isinstance(stop, (list, tuple))
+                                    else [stop] * len(prompts))  # type: ignore[list-item]
+    if len(stops) != len(prompts):
+        raise ValueError(f"{len(stops)} stop rules for {len(prompts)} prompts")
+    return prompts, counts, limits, stops
+
+
+def advance_row(row: Any, tok: int, lp: float, forced: bool, stop: StopRule | None,
+                limit: int, eos_ids: frozenset[int]) -> None:
+    """Append one sampled (or ``forced`` delimiter) token to ``row`` and apply the stop rules in
+    order: EOS, the end of a final-answer thought, ``max_thoughts``, the per-thought cap (stop or
+    force the delimiter), the ``limit`` on new tokens. ``row``: ``_Row`` here, or any object with
+    its fields (``VLLMBackend`` scans engine output with the same rules)."""
+    row.ids.append(tok)
+    row.logprobs.append(lp)
+    row.n_forced += int(forced)
+    if not forced and tok in eos_ids:
+        row.stop("eos", True)
+        return
+    if stop is not None and stop.fmt is not None:
+        d = stop.fmt.delimiter
+        end = len(row.ids)
+        if not row.pending and d.ends_thought(row.ids, row.thought_start, end):
+            row.thoughts += 1
+            final = stop.fmt.is_final(row.ids[row.thought_start:end])
+            row.thought_start = end
+            if final:
+                row.stop("answer", True)
+                return
+            if stop.max_thoughts is not None and row.thoughts >= stop.max_thoughts:
+                row.stop("max_thoughts", True)
+                return
+        elif stop.max_thought_tokens is not None and not row.pending:
+            room = stop.max_thought_tokens - (end - row.thought_start)
+            if stop.overflow == "stop" and room <= 0:
+                row.stop("thought_limit", False)
+                return
+            if stop.overflow == "force" and room <= len(d.canonical):
+                row.pending = list(d.canonical)
+    if len(row.ids) >= limit:
+        row.stop("length", False)
+
+
+def eos_ids_of(model: Any, tokenizer: Any) -> list[int]:
+    """Stop ids of generation: the tokenizer's EOS id and the model's ``generation_config`` EOS
+    ids (what ``HFBackend`` uses when given none; ``VLLMBackend`` is given the same)."""
+    found: set[int] = set()
+    if getattr(tokenizer, "eos_token_id", None) is not None:
+        found.add(int(tokenizer.eos_token_id))
+    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if gen_eos is not None:
+        found.update(int(e) for e in np.atleast_1d(gen_eos))
+    return sorted(found)
+
+
+class GroupsFront:
+    """``continue_group`` and ``generate`` in terms of the subclass's ``generate_groups`` (shared
+    by ``HFBackend`` and ``VLLMBackend``, so the three calls agree by construction)."""
+
+    def generate_groups(self, prompts: Sequence[NDArray[np.int64]], counts: Sequence[int], *,
+                        max_new_tokens: int, temperature: float, top_p: float,
+                        seed: int | Sequence[int],
+                        stop: StopRule | None = None) -> list[list[Generation]]:
+        raise NotImplementedError
+
+    def continue_group(
+        self,
+        prefix: NDArray[np.int64],
+        n: int,
+        *,
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float,
+        seed: int,
+        stop: StopRule | None = None,
+    ) -> list[Generation]:
+        """n continuations of one token-exact prefix (``HFBackend`` prefills it once if ``share_prefix``)."""
+        if n < 1:
+            raise ValueError(f"need n >= 1, got {n}")
+        return self.generate_groups([prefix], [n], max_new_tokens=max_new_tokens,
+                                    temperature=temperature, top_p=top_p, seed=[seed], stop=stop)[0]
+
+    def generate(
+        self,
+        prompts: Sequence[NDArray[np.int64]],
+        *,
+        n: int,
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float,
+        seed: int,
+        stop: StopRule | None = None,
+    ) -> list[Generation]:
+        """n samples per prompt, prompt-major (``out[i * n + j]``); module docstring: the stop rules."""
+        if n < 1:
+            raise ValueError(f"need n >= 1, got {n}")
+        groups = self.generate_groups(prompts, [n] * len(prompts), max_new_tokens=max_new_tokens,
+                                      temperature=temperature, top_p=top_p, seed=seed, stop=stop)
+        return [g for group in groups for g in group]
+
+
+class HFBackend(GroupsFront):
     """Batched KV-cache sampling with a transformers causal LM (see the module docstring).
 
     ``share_prefix=False`` prefills every row separately (n copies of each prompt): the
@@ -243,13 +359,7 @@ class HFBackend:
         self.tokenizer = tokenizer
         self.share_prefix = share_prefix
         if eos_ids is None:
-            found: set[int] = set()
-            if getattr(tokenizer, "eos_token_id", None) is not None:
-                found.add(int(tokenizer.eos_token_id))
-            gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-            if gen_eos is not None:
-                found.update(int(e) for e in np.atleast_1d(gen_eos))
-            eos_ids = sorted(found)
+            eos_ids = eos_ids_of(model, tokenizer)
         if not eos_ids:
             raise ValueError("no EOS token id: pass eos_ids")
         self.eos_ids = frozenset(int(e) for e in eos_ids)
@@ -273,41 +383,6 @@ class HFBackend:
             new_cache = out.past_key_values
         return out.logits[:, -1, :].float(), new_cache
 
-    def continue_group(
-        self,
-        prefix: NDArray[np.int64],
-        n: int,
-        *,
-        max_new_tokens: int,
-        temperature: float,
-        top_p: float,
-        seed: int,
-        stop: StopRule | None = None,
-    ) -> list[Generation]:
-        """n continuations of one prefix; the prefix is prefilled once (if ``share_prefix``)."""
-        if n < 1:
-            raise ValueError(f"need n >= 1, got {n}")
-        return self.generate_groups([prefix], [n], max_new_tokens=max_new_tokens,
-                                    temperature=temperature, top_p=top_p, seed=[seed], stop=stop)[0]
-
-    def generate(
-        self,
-        prompts: Sequence[NDArray[np.int64]],
-        *,
-        n: int,
-        max_new_tokens: int,
-        temperature: float,
-        top_p: float,
-        seed: int,
-        stop: StopRule | None = None,
-    ) -> list[Generation]:
-        """n samples per prompt, prompt-major; see the module docstring for the stop rules."""
-        if n < 1:
-            raise ValueError(f"need n >= 1, got {n}")
-        groups = self.generate_groups(prompts, [n] * len(prompts), max_new_tokens=max_new_tokens,
-                                      temperature=temperature, top_p=top_p, seed=seed, stop=stop)
-        return [g for group in groups for g in group]
-
     @torch.no_grad()
     def generate_groups(
         self,
@@ -326,20 +401,7 @@ class HFBackend:
         ``max_new_tokens``, ``stop`` and ``seed`` apply per prompt when given as sequences
         (random streams: see the module docstring).
         """
-        prompts = [np.asarray(p, dtype=np.int64) for p in prompts]
-        if not prompts or any(p.ndim != 1 or len(p) == 0 for p in prompts):
-            raise ValueError("prompts must be non-empty 1-D id arrays")
-        counts = [int(c) for c in counts]
-        if len(counts) != len(prompts) or any(c < 1 for c in counts):
-            raise ValueError(f"need one count >= 1 per prompt, got {counts} for {len(prompts)} prompts")
-        limits = ([int(max_new_tokens)] * len(prompts) if isinstance(max_new_tokens, (int, np.integer))
-                  else [int(m) for m in max_new_tokens])
-        if len(limits) != len(prompts) or any(m < 1 for m in limits):
-            raise ValueError(f"need max_new_tokens >= 1 per prompt, got {max_new_tokens}")
-        stops: list[StopRule | None] = (list(stop) if isinstance(stop, (list, tuple))
-                                        else [stop] * len(prompts))  # type: ignore[list-item]
-        if len(stops) != len(prompts):
-            raise ValueError(f"{len(stops)} stop rules for {len(prompts)} prompts")
+        prompts, counts, limits, stops = group_args(prompts, counts, max_new_tokens, stop)
         if isinstance(seed, (int, np.integer)):
             seeds = [int_seed_for(int(seed), "prompt", i) for i in range(len(prompts))]
         else:
@@ -422,31 +484,4 @@ class HFBackend:
 
     def _advance(self, row: _Row, tok: int, lp: float, forced: bool, stop: StopRule | None,
                  max_new_tokens: int) -> None:
-        row.ids.append(tok)
-        row.logprobs.append(lp)
-        row.n_forced += int(forced)
-        if not forced and tok in self.eos_ids:
-            row.stop("eos", True)
-            return
-        if stop is not None and stop.fmt is not None:
-            d = stop.fmt.delimiter
-            end = len(row.ids)
-            if not row.pending and d.ends_thought(row.ids, row.thought_start, end):
-                row.thoughts += 1
-                final = stop.fmt.is_final(row.ids[row.thought_start:end])
-                row.thought_start = end
-                if final:
-                    row.stop("answer", True)
-                    return
-                if stop.max_thoughts is not None and row.thoughts >= stop.max_thoughts:
-                    row.stop("max_thoughts", True)
-                    return
-            elif stop.max_thought_tokens is not None and not row.pending:
-                room = stop.max_thought_tokens - (end - row.thought_start)
-                if stop.overflow == "stop" and room <= 0:
-                    row.stop("thought_limit", False)
-                    return
-                if stop.overflow == "force" and room <= len(d.canonical):
-                    row.pending = list(d.canonical)
-        if len(row.ids) >= max_new_tokens:
-            row.stop("length", False)
+        advance_row(row, tok, lp, forced, stop, max_new_tokens, self.eos_ids)

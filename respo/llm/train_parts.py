@@ -145,18 +145,6 @@ def build_model(cfg: TrainConfig) -> tuple[Any, Any]:
     return model, tok
 
 
-def eos_ids_of(model: Any, tok: Any) -> list[int]:
-    """Stop ids of generation: the tokenizer's EOS and the model's ``generation_config`` EOS ids
-    (what ``HFBackend`` finds by itself)."""
-    found: set[int] = set()
-    if getattr(tok, "eos_token_id", None) is not None:
-        found.add(int(tok.eos_token_id))
-    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    if gen_eos is not None:
-        found.update(int(e) for e in np.atleast_1d(gen_eos))
-    return sorted(found)
-
-
 def make_vllm_engine(cfg: TrainConfig) -> Any:
     """The colocated ``vllm.LLM`` of ``cfg.sampling.backend == "vllm"`` (ImportError naming the
     extra ``pip install 'respo[vllm]'`` when vLLM is missing).
@@ -184,7 +172,7 @@ def make_vllm_engine(cfg: TrainConfig) -> Any:
 
 def build_parts(cfg: TrainConfig, *, device: Any = "cpu") -> Parts:
     """Everything the loop needs for ``cfg`` (see the module docstring)."""
-    from respo.llm.generation import HFBackend
+    from respo.llm.generation import HFBackend, eos_ids_of
     from respo.llm.sampler import LMSampler, SampleConfig
 
     if cfg.data_file is not None:  # fail on a bad file before loading a large model

@@ -92,7 +92,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from respo.llm.generation import Generation, StopRule
+from respo.llm.generation import Generation, GroupsFront, StopRule, advance_row, group_args
 from respo.seeding import int_seed_for
 
 INSTALL_HINT = ("vLLM is not installed: install the optional extra with `pip install 'respo[vllm]'` "
@@ -309,35 +309,8 @@ class _Row:
 
 def _advance(row: _Row, tok: int, lp: float, forced: bool, stop: StopRule | None,
              limit: int, eos_ids: frozenset[int]) -> None:
-    """Append one token and apply the stop rules of ``respo.llm.generation`` (same order)."""
-    row.ids.append(tok)
-    row.logprobs.append(lp)
-    row.n_forced += int(forced)
-    if not forced and tok in eos_ids:
-        row.stop("eos", True)
-        return
-    if stop is not None and stop.fmt is not None:
-        d = stop.fmt.delimiter
-        end = len(row.ids)
-        if not row.pending and d.ends_thought(row.ids, row.thought_start, end):
-            row.thoughts += 1
-            final = stop.fmt.is_final(row.ids[row.thought_start:end])
-            row.thought_start = end
-            if final:
-                row.stop("answer", True)
-                return
-            if stop.max_thoughts is not None and row.thoughts >= stop.max_thoughts:
-                row.stop("max_thoughts", True)
-                return
-        elif stop.max_thought_tokens is not None and not row.pending:
-            room = stop.max_thought_tokens - (end - row.thought_start)
-            if stop.overflow == "stop" and room <= 0:
-                row.stop("thought_limit", False)
-                return
-            if stop.overflow == "force" and room <= len(d.canonical):
-                row.pending = list(d.canonical)
-    if len(row.ids) >= limit:
-        row.stop("length", False)
+    """Append one token and apply the stop rules of ``respo.llm.generation`` (the same code)."""
+    advance_row(row, tok, lp, forced, stop, limit, eos_ids)
 
 
 def _token_logprobs(comp: Any, toks: list[int]) -> list[float]:
@@ -359,7 +332,7 @@ def _token_logprobs(comp: Any, toks: list[int]) -> list[float]:
 # -- the backend ----------------------------------------------------------------------------------
 
 
-class VLLMBackend:
+class VLLMBackend(GroupsFront):
     """``GroupBackend`` over a vLLM engine (see the module docstring for rules and deviations).
 
     ``engine``: a vLLM ``LLM`` (or ``ServerEngine``, or a test fake); None builds one with
@@ -409,40 +382,6 @@ class VLLMBackend:
                                      "vllm/foreign_stops", "vllm/syncs"), 0.0)
 
     # -- protocol ------------------------------------------------------------------------------
-    def continue_group(
-        self,
-        prefix: NDArray[np.int64],
-        n: int,
-        *,
-        max_new_tokens: int,
-        temperature: float,
-        top_p: float,
-        seed: int,
-        stop: StopRule | None = None,
-    ) -> list[Generation]:
-        """n continuations of one token-exact prefix (row j seeded from ``seed`` and j)."""
-        if n < 1:
-            raise ValueError(f"need n >= 1, got {n}")
-        return self.generate_groups([prefix], [n], max_new_tokens=max_new_tokens,
-                                    temperature=temperature, top_p=top_p, seed=[seed], stop=stop)[0]
-
-    def generate(
-        self,
-        prompts: Sequence[NDArray[np.int64]],
-        *,
-        n: int,
-        max_new_tokens: int,
-        temperature: float,
-        top_p: float,
-        seed: int,
-        stop: StopRule | None = None,
-    ) -> list[Generation]:
-        """n samples per prompt, prompt-major (``out[i * n + j]``)."""
-        if n < 1:
-            raise ValueError(f"need n >= 1, got {n}")
-        groups = self.generate_groups(prompts, [n] * len(prompts), max_new_tokens=max_new_tokens,
-                                      temperature=temperature, top_p=top_p, seed=seed, stop=stop)
-        return [g for group in groups for g in group]
 
     def generate_groups(
         self,
@@ -457,20 +396,7 @@ class VLLMBackend:
     ) -> list[list[Generation]]:
         """``counts[i]`` samples of ``prompts[i]`` for every i, in as few engine calls as the stop
         rules allow (one, unless a thought end is forced or ``max_tokens_per_round`` cuts)."""
-        prompts = [np.asarray(p, dtype=np.int64) for p in prompts]
-        if not prompts or any(p.ndim != 1 or len(p) == 0 for p in prompts):
-            raise ValueError("prompts must be non-empty 1-D id arrays")
-        counts = [int(c) for c in counts]
-        if len(counts) != len(prompts) or any(c < 1 for c in counts):
-            raise ValueError(f"need one count >= 1 per prompt, got {counts} for {len(prompts)} prompts")
-        limits = ([int(max_new_tokens)] * len(prompts) if isinstance(max_new_tokens, (int, np.integer))
-                  else [int(m) for m in max_new_tokens])
-        if len(limits) != len(prompts) or any(m < 1 for m in limits):
-            raise ValueError(f"need max_new_tokens >= 1 per prompt, got {max_new_tokens}")
-        stops: list[StopRule | None] = (list(stop) if isinstance(stop, (list, tuple))
-                                        else [stop] * len(prompts))  # type: ignore[list-item]
-        if len(stops) != len(prompts):
-            raise ValueError(f"{len(stops)} stop rules for {len(prompts)} prompts")
+        prompts, counts, limits, stops = group_args(prompts, counts, max_new_tokens, stop)
         seeds = ([int_seed_for(int(seed), "prompt", i) for i in range(len(prompts))]
                  if isinstance(seed, (int, np.integer)) else [int(s) for s in seed])
         if len(seeds) != len(prompts):
