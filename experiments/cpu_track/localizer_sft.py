@@ -62,9 +62,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -76,6 +74,7 @@ from tqdm import tqdm
 
 from respo.llm.generation import HFBackend
 from respo.llm.localize import ConfidenceLocalizer, PromptedSelfLocalizer
+from respo.llm.metrics import write_json_atomic
 from respo.llm.sampler import LMSampler, SampleConfig
 from respo.llm.sft import (
     EvalLimits,
@@ -83,7 +82,7 @@ from respo.llm.sft import (
     SFTExample,
     evaluate_policy,
     load_warmup,
-    lr_multiplier,
+    make_optimizer,
     save_warmup,
     sft_examples,
     sft_loss,
@@ -282,20 +281,6 @@ def pass_at_1(model: Any, tok: Any, held_out: Sequence[Problem], task: Any, *, s
     return {**{k: m[k] for k in keep}, "wall_s": time.time() - t0}
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON to a temp file beside ``path`` and rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, default=float)
-            f.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 # -- main ----------------------------------------------------------------------------------------
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -403,13 +388,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # -- train --------------------------------------------------------------------------------
     t0 = time.time()
     model.train()
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": wcfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}],
-                            lr=args.lr, betas=(wcfg.betas[0], wcfg.betas[1]))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda i: lr_multiplier(i, warmup=args.warmup_steps, total=args.steps, min_frac=args.min_lr_frac))
+    opt, sched = make_optimizer(model, lr=args.lr, betas=wcfg.betas, weight_decay=wcfg.weight_decay,
+                                warmup=args.warmup_steps, total=args.steps, min_frac=args.min_lr_frac)
     pad = int(tok.pad_token_id)
     rng = rng_for(args.seed, "locsft", "batches")
     queue: list[list[SFTExample]] = []
@@ -463,7 +443,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = {"args": vars(args), "checkpoint": str(ckpt), "heldout_chains": held_stats, "data": data_stats,
                "pass@1": {"before": before, "after": after}, "localizers": rows, "timings": timings,
                "final_loss": {k: float(np.mean([h[k] for h in history[-10:]])) for k in ("loss_loc", "loss_solve")}}
-    write_json_atomic(run_dir / "results.json", results)
+    write_json_atomic(run_dir / "results.json", results, indent=1, default=float)
 
     # -- report -------------------------------------------------------------------------------
     print(f"\nheld-out failed chains with a known first error: {len(held_known)} "

@@ -29,6 +29,8 @@ from typing import Annotated, Any
 
 import tyro
 
+from respo.llm.metrics import write_json_atomic
+
 
 @dataclasses.dataclass(frozen=True)
 class Args:
@@ -69,14 +71,6 @@ def run_finished(run_dir: Path, steps: int) -> bool:
     except FileNotFoundError:
         return False
     return ckpt is not None
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """``json.dumps(obj)`` to ``path`` through a temp file and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1) + "\n")
-    os.replace(tmp, path)
 
 
 def run_one(cfg: Any, run_dir: Path, *, progress: bool, position: str) -> dict[str, Any]:
@@ -144,12 +138,13 @@ def main(argv: list[str]) -> int:
     suite_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(suite_dir / "suite.json", {
         "suite": args.suite, "description": presets.SUITES[args.suite].description,
-        "runs": [{"name": r.name, "variant": r.cfg.variant, "seed": r.cfg.seed, "tag": r.tag} for r in runs]})
+        "runs": [{"name": r.name, "variant": r.cfg.variant, "seed": r.cfg.seed, "tag": r.tag} for r in runs]},
+        indent=1)
 
     # The shared warm-up model, trained once (cached) before the first run needs it.
     t0 = time.perf_counter()
     warm = _warmup(runs[0].cfg, progress=args.progress)
-    write_json_atomic(suite_dir / "warmup.json", warm)
+    write_json_atomic(suite_dir / "warmup.json", warm, indent=1)
     print(f"[cpu-track] warm-up model: {warm['path']} ({time.perf_counter() - t0:.0f} s)", flush=True)
 
     t_runs = time.perf_counter()

@@ -154,23 +154,21 @@ def vllm_generate(cfg: RunConfig) -> Any:
     missing); stop ids are the tokenizer's EOS and the model's ``generation_config`` EOS ids,
     as the HF backend finds them.
     """
-    import numpy as np
     from transformers import AutoTokenizer, GenerationConfig
 
     from respo.llm import vllm_backend
+    from respo.llm.generation import eos_ids_of
 
     engine = vllm_backend.make_engine(cfg.model, max_model_len=cfg.max_model_len, seed=cfg.seed,
                                       gpu_memory_utilization=cfg.gpu_memory_utilization,
                                       tensor_parallel_size=cfg.tensor_parallel_size)
     tok = AutoTokenizer.from_pretrained(cfg.model)
-    eos: set[int] = set() if tok.eos_token_id is None else {int(tok.eos_token_id)}
     try:
-        gen_eos = GenerationConfig.from_pretrained(cfg.model).eos_token_id
+        gen_cfg = GenerationConfig.from_pretrained(cfg.model)
     except OSError:  # no generation_config.json
-        gen_eos = None
-    if gen_eos is not None:
-        eos.update(int(e) for e in np.atleast_1d(gen_eos))
-    return backend_generate(cfg, vllm_backend.VLLMBackend(engine, tokenizer=tok, eos_ids=sorted(eos)), tok)
+        gen_cfg = None
+    eos = eos_ids_of(gen_cfg, tok)
+    return backend_generate(cfg, vllm_backend.VLLMBackend(engine, tokenizer=tok, eos_ids=eos), tok)
 
 
 def backend_generate(cfg: RunConfig, backend: Any, tok: Any) -> Any:

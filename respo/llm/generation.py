@@ -275,13 +275,14 @@ def advance_row(row: Any, tok: int, lp: float, forced: bool, stop: StopRule | No
         row.stop("length", False)
 
 
-def eos_ids_of(model: Any, tokenizer: Any) -> list[int]:
-    """Stop ids of generation: the tokenizer's EOS id and the model's ``generation_config`` EOS
-    ids (what ``HFBackend`` uses when given none; ``VLLMBackend`` is given the same)."""
+def eos_ids_of(generation_config: Any, tokenizer: Any) -> list[int]:
+    """Stop ids of generation: the tokenizer's EOS id and the EOS ids of the model's
+    ``generation_config`` (None: none); what ``HFBackend`` uses when given none, and what
+    ``VLLMBackend`` is given by the trainer and ``respo eval run``."""
     found: set[int] = set()
     if getattr(tokenizer, "eos_token_id", None) is not None:
         found.add(int(tokenizer.eos_token_id))
-    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    gen_eos = getattr(generation_config, "eos_token_id", None)
     if gen_eos is not None:
         found.update(int(e) for e in np.atleast_1d(gen_eos))
     return sorted(found)
@@ -359,7 +360,7 @@ class HFBackend(GroupsFront):
         self.tokenizer = tokenizer
         self.share_prefix = share_prefix
         if eos_ids is None:
-            eos_ids = eos_ids_of(model, tokenizer)
+            eos_ids = eos_ids_of(getattr(model, "generation_config", None), tokenizer)
         if not eos_ids:
             raise ValueError("no EOS token id: pass eos_ids")
         self.eos_ids = frozenset(int(e) for e in eos_ids)

@@ -24,6 +24,24 @@ def _clean(v: Any) -> Any:
     return v
 
 
+def write_json_atomic(path: str | Path, obj: Any, *, indent: int | None = None,
+                      default: Any = None) -> None:
+    """``json.dumps(obj)`` (plus a newline) to ``path`` through a unique temp file beside it and
+    ``os.replace``: a reader sees the old file or the new one, never half of one."""
+    import tempfile
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(obj, indent=indent, default=default) + "\n")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 def append_jsonl(path: str | Path, row: dict[str, Any]) -> None:
     """Append one JSON line (NaN written as null) atomically per line, flushed and fsynced."""
     line = json.dumps({k: _clean(v) for k, v in row.items()}, sort_keys=False) + "\n"

@@ -313,6 +313,20 @@ def lr_multiplier(step: int, *, warmup: int, total: int, min_frac: float) -> flo
     return min_frac + (1.0 - min_frac) * 0.5 * (1.0 + math.cos(math.pi * frac))
 
 
+def make_optimizer(model: Any, *, lr: float, betas: Sequence[float], weight_decay: float,
+                   warmup: int, total: int, min_frac: float) -> tuple[Any, Any]:
+    """AdamW with weight decay on matrices only (not norms/biases) and the ``lr_multiplier``
+    schedule (linear warm-up, cosine to ``min_frac``) as a per-step ``LambdaLR``."""
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}],
+                            lr=lr, betas=(betas[0], betas[1]))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda i: lr_multiplier(i, warmup=warmup, total=total, min_frac=min_frac))
+    return opt, sched
+
+
 def train_sft(
     cfg: SFTConfig,
     *,
@@ -331,14 +345,9 @@ def train_sft(
     tok = tokenizer if tokenizer is not None else char_tokenizer()
     model = build_model(cfg, tok)
     data = training_data(cfg, tok, cfg.steps * cfg.batch_size)
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}],
-                            lr=cfg.lr, betas=(cfg.betas[0], cfg.betas[1]))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda i: lr_multiplier(i, warmup=cfg.warmup_steps, total=cfg.total_schedule,
-                                     min_frac=cfg.min_lr_frac))
+    opt, sched = make_optimizer(model, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay,
+                                warmup=cfg.warmup_steps, total=cfg.total_schedule,
+                                min_frac=cfg.min_lr_frac)
     pad = int(tok.pad_token_id)
     history: list[dict[str, float]] = []
     model.train()

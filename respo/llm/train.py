@@ -51,7 +51,7 @@ from respo.buffer import Buffer, Rngs, buffer_metrics, build_buffers
 from respo.llm.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from respo.llm.config import TrainConfig, config_to_dict
 from respo.llm.data import shard, step_indices
-from respo.llm.metrics import append_jsonl, truncate_after_step
+from respo.llm.metrics import append_jsonl, truncate_after_step, write_json_atomic
 from respo.losses import agg_loss, get_loss, kl_k3, masked_mean, suffix_mask, token_logprobs
 from respo.resets import Chain, Localizer, Sampler, localizer_quality
 from respo.tasks.base import Problem, check_reward
@@ -387,16 +387,6 @@ def thought_grads(chain: Chain[Any], g: torch.Tensor, first: int) -> list[float 
         seg = g[max(a, 0):max(b, 0)]
         out.append(float(seg.mean()) if seg.numel() else None)
     return out
-
-
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    import json
-    import os
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj) + "\n")
-    os.replace(tmp, path)
 
 
 RESUME_MAY_CHANGE = ("name", "steps", "eval", "checkpoint_every", "keep_checkpoints", "derived",
@@ -748,7 +738,7 @@ def train(
         if run_path is not None:
             if main:
                 if heat is not None:
-                    _write_json_atomic(run_path / "grads" / f"step_{step:06d}.json", heat)
+                    write_json_atomic(run_path / "grads" / f"step_{step:06d}.json", heat)
                 if cfg.log_rollouts:
                     append_jsonl(run_path / "rollouts.jsonl", {"step": step, "prompts": records})
                 append_jsonl(run_path / "metrics.jsonl", metrics)

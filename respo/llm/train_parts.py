@@ -203,7 +203,8 @@ def build_parts(cfg: TrainConfig, *, device: Any = "cpu") -> Parts:
     if engine is not None:
         from respo.llm.vllm_backend import VLLMBackend
 
-        backend = VLLMBackend(engine, tokenizer=tok, eos_ids=eos_ids_of(model, tok),
+        eos = eos_ids_of(getattr(model, "generation_config", None), tok)
+        backend = VLLMBackend(engine, tokenizer=tok, eos_ids=eos,
                               adapter_dir=s.vllm_adapter_dir)
     else:
         backend = HFBackend(model, tok, device=str(device))
