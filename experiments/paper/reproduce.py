@@ -32,7 +32,6 @@ train (checked before the first run).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import shlex
@@ -59,6 +58,8 @@ from paper_presets import (  # noqa: E402
     PaperRun,
     paper_runs,
 )
+
+from respo.llm.metrics import read_jsonl  # noqa: E402
 
 LAUNCH = ROOT / "experiments" / "launch" / "single_node.sh"
 STAGES = ("prepare", "train", "eval", "curves", "tables")
@@ -97,10 +98,7 @@ def respo(python: str, *args: str) -> list[str]:
 
 def last_step(run_dir: Path) -> int | None:
     """The last step logged in ``run_dir/metrics.jsonl`` (None when nothing was logged)."""
-    path = run_dir / "metrics.jsonl"
-    if not path.exists():
-        return None
-    steps = [json.loads(line)["step"] for line in path.read_text().splitlines() if line.strip()]
+    steps = [row["step"] for row in read_jsonl(run_dir / "metrics.jsonl")]
     return int(max(steps)) if steps else None
 
 
@@ -146,11 +144,8 @@ def eval_command(python: str, *, model: str, benchmarks: Sequence[str], data: Pa
 def done_benchmarks(path: Path) -> dict[tuple[str, str, int], set[str]]:
     """Benchmarks already in a results file, per (model label, method, seed)."""
     out: dict[tuple[str, str, int], set[str]] = defaultdict(set)
-    if path.exists():
-        for line in path.read_text().splitlines():
-            if line.strip():
-                row = json.loads(line)
-                out[(str(row["model"]), str(row["method"]), int(row["seed"]))].add(str(row["benchmark"]))
+    for row in read_jsonl(path):
+        out[(str(row["model"]), str(row["method"]), int(row["seed"]))].add(str(row["benchmark"]))
     return out
 
 
@@ -258,12 +253,6 @@ def stage_curves(args: argparse.Namespace, run: Runner) -> None:
 
 
 # -- tables -------------------------------------------------------------------------------------------
-
-
-def _rows(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def _fmt(cell: Any) -> str:
@@ -375,8 +364,8 @@ def plot_curves(series: dict[tuple[str, str], list[tuple[int, float, float]]], p
 
 
 def stage_tables(args: argparse.Namespace, run: Runner) -> None:
-    main_rows = _rows(args.results / "eval_main.jsonl")
-    curve_rows = _rows(args.results / "lcb_curves.jsonl")
+    main_rows = read_jsonl(args.results / "eval_main.jsonl")
+    curve_rows = read_jsonl(args.results / "lcb_curves.jsonl")
     out = args.out
     suffix = "" if args.pairing == "paper" else "-matched"
     methods = ["base", *[v + suffix for v in MAIN_VARIANTS]]
