@@ -91,6 +91,13 @@ class Buffer(Generic[S]):
     suffix_group_of: list[int] = field(default_factory=list)
     generated: list[Chain[S]] = field(default_factory=list)
     stats: BufferStats = field(default_factory=BufferStats)
+    source: list[int] = field(default_factory=list)
+    """Baselines only (else empty): ``source[i]`` is the index in ``chains`` of the chain that
+    chain i was derived from (a tree branch's first chain, SCoRe's first attempt, Critique-GRPO's
+    critiqued response), -1 for a chain drawn from the problem."""
+    offpolicy: list[bool] = field(default_factory=list)
+    """Baselines only (else empty): chains whose tokens were sampled under another context
+    (Critique-GRPO's refinements, trained as answers to the bare problem)."""
 
     @property
     def rewards(self) -> NDArray[np.float64]:
@@ -121,6 +128,53 @@ class _Locate(Generic[S]):
 
     parent: Chain[S]
     rng: Generator
+
+
+@dataclass(frozen=True)
+class _Cut(Generic[S]):
+    """A request from a tree builder: where to branch ``chain`` (a ``Cutter``'s answer)."""
+
+    chain: Chain[S]
+    rng: Generator
+
+
+@dataclass(frozen=True)
+class _Followup(Generic[S]):
+    """A request from SCoRe / Critique-GRPO builders: the root state of a follow-up prompt that
+    shows ``chain`` (``kind`` "retry": a self-correction instruction; "critique": a critique of it
+    and a refinement instruction), from ``sampler.followup_root(chain, kind)``."""
+
+    chain: Chain[S]
+    kind: str
+
+
+@dataclass(frozen=True)
+class _Reroot(Generic[S]):
+    """A request from the Critique-GRPO builder: ``chain``'s response re-based on the problem's
+    own prompt ``root`` (``sampler.reroot(chain, root)``), i.e. trained as an answer to it."""
+
+    chain: Chain[S]
+    root: S
+
+
+@dataclass(frozen=True)
+class CutResult(Generic[S]):
+    """Where a tree branches a chain: ``prefix`` (``chain.states[:k]``, possibly ending in a
+    state inside a thought) is continued by the branches; ``token`` is the branch position in the
+    chain's token ids when the world has tokens; ``fell_back`` when no cut rule applied (the
+    prefix is then the bare problem and the branches are fresh chains)."""
+
+    prefix: tuple[S, ...]
+    token: int | None = None
+    fell_back: bool = False
+    reason: str = ""
+
+
+@runtime_checkable
+class Cutter(Protocol[S, Pol]):
+    """Picks a tree's branch point in a chain (SPO-Tree: a token count; TreeRL: an entropy peak)."""
+
+    def cut(self, policy: Pol, chain: Chain[S], *, rng: Generator) -> CutResult[S]: ...
 
 
 @runtime_checkable
@@ -243,6 +297,97 @@ def _fill(
     )
 
 
+def _fill_baseline(
+    builder: str, root: S, split: Split, rngs: Rngs, success: float
+) -> Generator_[Any, Any, Buffer[S]]:
+    """The published baselines' buffers (``respo.variants`` builders other than "reset").
+
+    ``tree``: ``split.fresh`` first chains; each is cut once (``_Cut``) and continued
+    ``split.suffix`` times from the cut (SPO-Tree, TreeRL: 2 x (1 + 3) = 8 leaves). Every leaf is
+    trained; ``source`` links a branch to its first chain.
+    ``two_attempt`` (SCoRe): ``split.fresh`` first attempts; the first ``split.parents`` of them
+    each get one second attempt from a follow-up prompt that shows it ("retry").
+    ``critique`` (Critique-GRPO): ``split.fresh + split.parents`` responses, each critiqued and
+    refined once (``_Followup`` "critique"); ``split.parents`` refinements are kept, the correct
+    ones first (then the best-scoring), re-based on the bare problem prompt (``_Reroot``), marked
+    off-policy and put in place of the first ``split.parents`` responses (the authors' code
+    overwrites slot 0): 7 responses + 1 refinement trained, 16 chains generated.
+    Requests come in lists (one per round), so a batching sampler serves a round at once.
+    """
+    stats = BufferStats()
+    generated: list[Chain[S]] = []
+    n_first = split.fresh + (split.parents if builder == "critique" else 0)
+    firsts: list[Chain[S]] = (yield [_Extend((root,), n_first, rngs.fresh)])[0]
+    generated.extend(firsts)
+    stats.fresh_attempts += len(firsts)
+    chains: list[Chain[S]] = list(firsts)
+    role = ["fresh"] * len(firsts)
+    source = [-1] * len(firsts)
+    parents: list[Chain[S]] = []
+    locates: list[LocateResult] = []
+    offpolicy = [False] * len(firsts)
+    if builder == "tree":
+        cuts: list[CutResult[S]] = yield [_Cut(c, rngs.localize) for c in firsts]
+        kids: list[list[Chain[S]]] = yield [_Extend(cut.prefix, split.suffix, rngs.suffix) for cut in cuts]
+        for m, (c, cut, ks) in enumerate(zip(firsts, cuts, kids, strict=True)):
+            parents.append(c)
+            locates.append(LocateResult(len(cut.prefix), cut.fell_back, cut.reason))
+            stats.locate_fallbacks += int(cut.fell_back)
+            generated.extend(ks)
+            chains.extend(ks)
+            role += ["branch"] * len(ks)
+            source += [m] * len(ks)
+            offpolicy += [False] * len(ks)
+    elif builder == "two_attempt":
+        picked = list(range(min(split.parents, len(firsts))))
+        roots2: list[S] = yield [_Followup(firsts[i], "retry") for i in picked]
+        outs: list[list[Chain[S]]] = yield [_Extend((r,), 1, rngs.suffix) for r in roots2]
+        for i, (c,) in zip(picked, outs, strict=True):  # parents stay empty: nothing is localized
+            generated.append(c)
+            chains.append(c)
+            role.append("second")
+            source.append(i)
+            offpolicy.append(False)
+    elif builder == "critique":
+        # Every response is critiqued and refined once; ``split.parents`` refinements are kept
+        # (correct ones first, in order, then the best-scoring) and replace the first
+        # ``split.parents`` responses, so the group is split.fresh responses + split.parents
+        # refinements. ``firsts`` holds split.fresh + split.parents responses here (see above).
+        roots2 = yield [_Followup(c, "critique") for c in firsts]
+        outs = yield [_Extend((r,), 1, rngs.suffix) for r in roots2]
+        refined = [o[0] for o in outs]
+        generated.extend(refined)
+        order = sorted(range(len(refined)), key=lambda i: (refined[i].reward < success, -refined[i].reward, i))
+        keep = order[: split.parents]
+        kept: list[Chain[S]] = yield [_Reroot(refined[i], root) for i in keep]
+        n_drop = len(keep)
+        chains = chains[n_drop:] + kept
+        role = role[n_drop:] + ["refine"] * len(kept)
+        source = [-1] * len(chains)
+        offpolicy = [False] * (len(firsts) - n_drop) + [True] * len(kept)
+    else:
+        raise ValueError(f"unknown buffer builder {builder!r}")
+    return Buffer(chains=chains, group=np.zeros(len(chains), dtype=np.int64), role=role,
+                  parents=parents, locates=locates, suffix_group_of=[-1] * len(parents),
+                  generated=generated, stats=stats, source=source, offpolicy=offpolicy)
+
+
+def _serve_other(kind: type, sampler: Any, localizer: Any, policy: Any, reqs: list[Any]) -> list[Any]:
+    """Serve cut / follow-up / re-root requests (one call each; they are cheap or rare)."""
+    if kind is _Cut:
+        if not isinstance(localizer, Cutter):
+            raise TypeError(f"a tree variant needs a Cutter (with .cut), got {type(localizer).__name__}")
+        return [localizer.cut(policy, r.chain, rng=r.rng) for r in reqs]
+    method = "followup_root" if kind is _Followup else "reroot"
+    fn = getattr(sampler, method, None)
+    if fn is None:
+        raise TypeError(f"{type(sampler).__name__} has no {method}(): the SCoRe and Critique-GRPO "
+                        "variants need a sampler that renders follow-up prompts (LMSampler)")
+    if kind is _Followup:
+        return [fn(r.chain, r.kind) for r in reqs]
+    return [fn(r.chain, r.root) for r in reqs]
+
+
 def _serve_extends(
     sampler: Sampler[S, Pol], policy: Pol, reqs: list[_Extend[S]]
 ) -> list[list[Chain[S]]]:
@@ -278,6 +423,7 @@ def build_buffers(
     split: Split,
     rngs: Sequence[Rngs],
     success: float = 1.0,
+    builder: str = "reset",
 ) -> list[Buffer[S]]:
     """``build_buffer`` for many prompts at once, in lock-step (one buffer per root).
 
@@ -287,12 +433,17 @@ def build_buffers(
     result equals building the buffers one after the other whenever the sampler's output for a
     request depends only on that request: true for the tabular sampler and for ``LMSampler``,
     whose backend keys every row's random stream by its request's seed and row number (tested).
+    ``builder`` (a variant's ``builder``) selects the published baselines' buffers
+    (``_fill_baseline``); for "tree" the ``localizer`` argument is the ``Cutter``.
     """
     if len(roots) != len(rngs):
         raise ValueError(f"{len(roots)} roots but {len(rngs)} random-stream sets")
-    coros = [_fill(localizer is not None, r, split, g, success) for r, g in zip(roots, rngs, strict=True)]
+    if builder == "reset":
+        coros = [_fill(localizer is not None, r, split, g, success) for r, g in zip(roots, rngs, strict=True)]
+    else:
+        coros = [_fill_baseline(builder, r, split, g, success) for r, g in zip(roots, rngs, strict=True)]
     results: list[Buffer[S] | None] = [None] * len(coros)
-    pending: dict[int, _Extend[S] | _Locate[S]] = {}
+    pending: dict[int, Any] = {}  # a request, or a list of requests (answered with a list)
 
     def advance(i: int, answer: Any) -> None:
         try:
@@ -304,18 +455,29 @@ def build_buffers(
     for i in range(len(coros)):
         advance(i, None)
     while pending:
-        ext = [(i, r) for i, r in pending.items() if isinstance(r, _Extend)]
-        loc = [(i, r) for i, r in pending.items() if isinstance(r, _Locate)]
-        answers: list[tuple[int, Any]] = []
+        # Flatten: (prompt, position in its list or -1 for a single request, request).
+        flat = [(i, j, r) for i, req in pending.items()
+                for j, r in (enumerate(req) if isinstance(req, list) else [(-1, req)])]
+        got: dict[tuple[int, int], Any] = {}
+        ext = [(i, j, r) for i, j, r in flat if isinstance(r, _Extend)]
         if ext:
-            outs = _serve_extends(sampler, policy, [r for _, r in ext])
-            answers += [(i, o) for (i, _), o in zip(ext, outs, strict=True)]
+            outs = _serve_extends(sampler, policy, [r for _, _, r in ext])
+            got.update({(i, j): o for (i, j, _), o in zip(ext, outs, strict=True)})
+        loc = [(i, j, r) for i, j, r in flat if isinstance(r, _Locate)]
         if loc:
             assert localizer is not None  # _fill only asks when it has one
-            louts = _serve_locates(localizer, policy, [r for _, r in loc])
-            answers += [(i, o) for (i, _), o in zip(loc, louts, strict=True)]
-        for i, a in answers:
-            advance(i, a)
+            louts = _serve_locates(localizer, policy, [r for _, _, r in loc])
+            got.update({(i, j): o for (i, j, _), o in zip(loc, louts, strict=True)})
+        for kind in (_Cut, _Followup, _Reroot):
+            these = [(i, j, r) for i, j, r in flat if isinstance(r, kind)]
+            if these:
+                kouts = _serve_other(kind, sampler, localizer, policy, [r for _, _, r in these])
+                got.update({(i, j): o for (i, j, _), o in zip(these, kouts, strict=True)})
+        for i, req in list(pending.items()):
+            if isinstance(req, list):
+                advance(i, [got[(i, j)] for j in range(len(req))])
+            else:
+                advance(i, got[(i, -1)])
     return [b for b in results if b is not None]
 
 
@@ -328,6 +490,7 @@ def build_buffer(
     split: Split,
     rngs: Rngs,
     success: float = 1.0,
+    builder: str = "reset",
 ) -> Buffer[S]:
     """Sample, localize and group one prompt's rollouts (see the module docstring).
 
@@ -335,7 +498,7 @@ def build_buffer(
     failed (the paper: verifier says wrong; for fractional code rewards, not all tests passed).
     """
     return build_buffers(sampler, localizer, policy, [root], split=split, rngs=[rngs],
-                         success=success)[0]
+                         success=success, builder=builder)[0]
 
 
 def buffer_metrics(buffers: list[Buffer[Any]]) -> dict[str, float]:

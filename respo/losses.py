@@ -88,7 +88,8 @@ class LossFn(Protocol):
 
     ``logp[N, T]``: log-probs of the taken tokens under the current policy (with grad);
     ``old_logp[N, T]``: the same under the policy that sampled (no grad); ``adv[N]``: one advantage
-    per chain, broadcast to its tokens; ``mask[N, T]``: trained tokens. Returns (loss, stats).
+    per chain, broadcast to its tokens, or ``adv[N, T]``: one per token (the tree baselines);
+    ``mask[N, T]``: trained tokens. Returns (loss, stats).
     """
 
     def __call__(
@@ -103,6 +104,15 @@ class LossFn(Protocol):
         clip_c: float | None,
         norm: Tensor | float | None = None,
     ) -> tuple[Tensor, Stats]: ...
+
+
+def per_token(adv: Tensor, like: Tensor) -> Tensor:
+    """``adv`` as [N, T] in ``like``'s dtype: a per-chain [N] advantage is broadcast over tokens."""
+    if adv.dim() == 1:
+        return adv[:, None].to(like.dtype)
+    if adv.shape != like.shape:
+        raise ValueError(f"per-token advantages {tuple(adv.shape)} do not match log-probs {tuple(like.shape)}")
+    return adv.to(like.dtype)
 
 
 def _ratio_stats(logp: Tensor, old_logp: Tensor, mask: Tensor) -> tuple[Tensor, Stats]:
@@ -139,7 +149,7 @@ def reinforce_loss(
     ``clip_c`` are accepted for the shared signature and only used for statistics.
     """
     _, stats = _ratio_stats(logp.detach(), old_logp, mask)
-    values = -adv[:, None].to(logp.dtype) * logp
+    values = -per_token(adv, logp) * logp
     loss = agg_loss(values, mask, agg, norm=norm)
     stats["clipfrac"] = logp.new_zeros(())
     stats["pg_loss"] = loss.detach()
@@ -165,10 +175,19 @@ def ppo_clip_loss(
     the dual clip. The paper's GRPO baseline is this loss with eps 0.2, c 3 and
     ``agg="token-mean"`` (verl); for RRPO/SRPO it is the clipped ablation.
     """
+    values, stats = _clip_values(logp, old_logp, adv, mask, clip_eps=clip_eps, clip_c=clip_c)
+    loss = agg_loss(values, mask, agg, norm=norm)
+    stats["pg_loss"] = loss.detach()
+    return loss, stats
+
+
+def _clip_values(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, *, clip_eps: float,
+                 clip_c: float | None) -> tuple[Tensor, Stats]:
+    """Per-token values of the (dual-)clipped surrogate, and the ratio / clip statistics."""
     if clip_c is not None and clip_c <= 1.0:
         raise ValueError(f"clip_c must be > 1 (or None to disable the dual clip), got {clip_c}")
     ratio, stats = _ratio_stats(logp, old_logp, mask)
-    a = adv[:, None].to(logp.dtype)
+    a = per_token(adv, logp)
     l1 = -a * ratio
     l2 = -a * torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps)
     clipped = torch.maximum(l1, l2)
@@ -176,15 +195,57 @@ def ppo_clip_loss(
     if clip_c is not None:
         l3 = -a * clip_c
         values = torch.where(a < 0, torch.minimum(l3, clipped), clipped)
-    loss = agg_loss(values, mask, agg, norm=norm)
     stats["clipfrac"] = masked_mean((l2 > l1).to(logp.dtype).detach(), mask)
+    return values, stats
+
+
+CRITIQUE_SHAPING_GAMMA = 0.1
+"""gamma of Critique-GRPO's shaping ``f(p) = p / (p + gamma)`` on refinement tokens."""
+
+
+def critique_loss(
+    logp: Tensor,
+    old_logp: Tensor,
+    adv: Tensor,
+    mask: Tensor,
+    *,
+    agg: str,
+    clip_eps: float,
+    clip_c: float | None,
+    norm: Tensor | float | None = None,
+    offpolicy: Tensor | None = None,
+    gamma: float = CRITIQUE_SHAPING_GAMMA,
+) -> tuple[Tensor, Stats]:
+    """Critique-GRPO: the clipped surrogate on the policy's own responses, and on refinement rows
+    (``offpolicy[N]`` True; sampled under a critique the trained context does not show) the
+    shaped objective ``-A * f(pi(y_t))`` with ``f(p) = p / (p + gamma)``, no ratio and no clip.
+
+    ``f`` re-weights the refinement tokens' policy gradient by ``gamma / (p + gamma)``: tokens the
+    policy finds unlikely (p small) get the larger weight, likely ones are damped.
+    """
+    if gamma <= 0:
+        raise ValueError(f"gamma must be > 0, got {gamma}")
+    on_loss_values, stats = _clip_values(logp, old_logp, adv, mask, clip_eps=clip_eps, clip_c=clip_c)
+    values = on_loss_values
+    n_off = logp.new_zeros(())
+    if offpolicy is not None:
+        off = offpolicy.to(torch.bool).to(logp.device)
+        if off.shape != (logp.shape[0],):
+            raise ValueError(f"offpolicy must have shape ({logp.shape[0]},), got {tuple(off.shape)}")
+        p = torch.exp(logp)
+        shaped = -per_token(adv, logp) * (p / (p + gamma))
+        values = torch.where(off[:, None], shaped, on_loss_values)
+        n_off = (mask * off[:, None]).sum().to(logp.dtype)
+    loss = agg_loss(values, mask, agg, norm=norm)
     stats["pg_loss"] = loss.detach()
+    stats["offpolicy_token_frac"] = (n_off / mask.sum().clamp_min(1)).detach()
     return loss, stats
 
 
 LOSSES: dict[str, LossFn] = {
     "reinforce": reinforce_loss,
     "ppo_clip": ppo_clip_loss,
+    "critique": critique_loss,
 }
 """Loss registry; every entry has the ``LossFn`` signature."""
 

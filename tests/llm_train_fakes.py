@@ -42,6 +42,18 @@ class TokenCoinSampler:
         return out
 
 
+    def followup_root(self, chain: Chain[Any], kind: str) -> TokenState:
+        """A second-turn prompt: the chain's ids, then a marker token (3 = retry, 4 = critique)."""
+        ids = np.concatenate([chain.states[-1].ids, [3 if kind == "retry" else 4]]).astype(np.int64)
+        return TokenState(ids, len(ids))
+
+    def reroot(self, chain: Chain[Any], root: TokenState) -> Chain[Any]:
+        p0 = chain.states[0].prompt_len
+        states = (root,) + tuple(TokenState(np.concatenate([root.ids, s.ids[p0:]]), root.prompt_len)
+                                 for s in chain.states[1:])
+        return Chain(states, chain.reward, 0, info=dict(chain.info))
+
+
 class FixedLocalizer:
     """Answers ``step`` (clamped to the chain), or falls back per ``mode`` when ``step`` is None."""
 
@@ -67,6 +79,7 @@ def problems(n: int = 8) -> list[Problem]:
 def fake_parts(model: Any, variant_localizer: str, *, p_success: float = 0.5,
                localizer: Any = None, n_problems: int = 8) -> Any:
     """``Parts`` for a variant's localizer kind over the fake sampler and a copy of ``model``."""
+    from respo.llm.branching import EntropyCutter, SegmentCutter
     from respo.llm.train import Parts
     from respo.resets import OracleLocalizer, UniformLocalizer
 
@@ -77,6 +90,8 @@ def fake_parts(model: Any, variant_localizer: str, *, p_success: float = 0.5,
             "uniform": UniformLocalizer(),
             "self": FixedLocalizer(2),
             "oracle": OracleLocalizer(lambda c: min(2, c.n_thoughts)),
+            "segment": SegmentCutter(3),
+            "entropy": EntropyCutter(model),
         }[variant_localizer]
     return Parts(
         model=copy.deepcopy(model), sampler=sampler, root=sampler.root,

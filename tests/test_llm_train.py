@@ -55,7 +55,8 @@ def test_every_variant_runs_two_steps_and_changes_parameters(variant):
         assert math.isfinite(r["loss/loss"]) and math.isfinite(r["loss/grad_norm"])
         assert r["variant"] == variant and r["pairing"] == "paper"
         assert r["tokens/trained_chains"] == 2 * cfg.variant_row.split.budget
-        assert r["tokens/generated"] >= r["tokens/trained"] > 0
+        if variant != "treerl":  # TreeRL trains a shared segment once per leaf below it
+            assert r["tokens/generated"] >= r["tokens/trained"] > 0
     after = _params(parts.model)
     assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
 
@@ -72,7 +73,7 @@ def test_collate_masks_the_copied_prefix_and_padding():
     s2 = TokenState(np.array([5, 6, 7, 11, 12, 13, 14, 15]), 3)
     fresh = Chain((p, s1), 1.0)
     suffix = Chain((p, s1, s2), 0.0, prefix_len=1)
-    m = _collate([fresh, suffix], [0.5, -0.5], pad_id=0, device=torch.device("cpu"))
+    m = _collate([fresh, suffix], [[(3, 0.5)], [(5, -0.5)]], pad_id=0, device=torch.device("cpu"))
     assert m.ids.shape == (2, 8)
     # Target k predicts token k+1: fresh trains tokens 3..4 (targets 2..3), suffix tokens 5..7
     # (targets 4..6). Targets before k0 = 2 (the shared prompt) are not computed at all.

@@ -27,6 +27,7 @@ from respo.llm.train import (
     thought_grads,
     token_grad_magnitudes,
     train,
+    trained_start,
 )
 from respo.llm.types import TokenState
 from respo.resets import Chain, LocateResult
@@ -89,7 +90,8 @@ def test_token_grad_magnitudes_match_the_reinforce_closed_form():
     model = tiny_lm(0)
     chains = [_token_chain(3, [2, 3, 2], 0, 1.0), _token_chain(3, [2, 4], 1, 0.0)]
     adv = [0.7, -1.3]
-    m = _collate(chains, adv, 0, torch.device("cpu"))
+    m = _collate(chains, [[(trained_start(c), a)] for c, a in zip(chains, adv, strict=True)], 0,
+                 torch.device("cpu"))
     norm = torch.tensor(float(len(chains)))
     g = token_grad_magnitudes(model, m, losses.get_loss("reinforce"), agg="seq-mean-token-mean",
                               norm=norm, temperature=1.0, dtype=None, keep=False, clip_eps=0.2, clip_c=3.0)

@@ -176,6 +176,38 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class BaselineConfig:
+    """Settings of the published baselines (``respo.variants``: spo-tree, treerl, score,
+    critique-grpo); ignored by GRPO / RRPO / SRPO."""
+
+    segment_tokens: int = 600
+    """SPO-Tree: response tokens in the shared first segment before the branch point (the paper's
+    setting: about 600; the CPU track scales it to its response length)."""
+    spo_prob_mask: float = 0.9
+    """SPO-Tree: tokens whose probability under the rollout policy is at least this are left out
+    of the loss and its normaliser (SPO's probability mask; 0 turns it off)."""
+    branch_measure: Literal["nll", "entropy"] = "nll"
+    """TreeRL: uncertainty that picks the branch token, ``-log p`` of the sampled token (EPTree)
+    or the entropy of the next-token distribution."""
+    score_alpha: float = 10.0
+    """SCoRe: weight alpha of the self-correction bonus ``alpha * (r2 - r1)``."""
+    critique_gamma: float = 0.1
+    """Critique-GRPO: gamma of the shaping ``p / (p + gamma)`` on refinement tokens."""
+
+    def __post_init__(self) -> None:
+        if self.segment_tokens < 1:
+            raise ValueError(f"baseline.segment_tokens must be >= 1, got {self.segment_tokens}")
+        if not 0.0 <= self.spo_prob_mask <= 1.0:
+            raise ValueError(f"baseline.spo_prob_mask must lie in [0, 1], got {self.spo_prob_mask}")
+        if self.branch_measure not in ("nll", "entropy"):
+            raise ValueError(f"baseline.branch_measure must be nll or entropy, got {self.branch_measure!r}")
+        if self.score_alpha < 0:
+            raise ValueError(f"baseline.score_alpha must be >= 0, got {self.score_alpha}")
+        if self.critique_gamma <= 0:
+            raise ValueError(f"baseline.critique_gamma must be > 0, got {self.critique_gamma}")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """One training run: a variant of GRPO / RRPO / SRPO (Self-Reset Policy Optimization) on a task."""
 
@@ -242,6 +274,7 @@ class TrainConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
 
     def __post_init__(self) -> None:
         get_variant(self.variant)  # raises with the valid names
@@ -307,7 +340,8 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
 def config_from_dict(d: dict[str, Any]) -> TrainConfig:
     """Rebuild a ``TrainConfig`` from ``config_to_dict`` output (``derived`` is ignored)."""
     d = {k: v for k, v in d.items() if k != "derived"}
-    nested = {"model": ModelConfig, "sampling": SamplingConfig, "optim": OptimConfig, "eval": EvalConfig}
+    nested = {"model": ModelConfig, "sampling": SamplingConfig, "optim": OptimConfig, "eval": EvalConfig,
+              "baseline": BaselineConfig}
     kw: dict[str, Any] = {}
     for k, v in d.items():
         if k in nested:

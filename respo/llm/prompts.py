@@ -129,6 +129,51 @@ def prompt_token_ids(
     return np.asarray(enc["input_ids"], dtype=np.int64)
 
 
+RETRY_INSTRUCTION = (
+    "Your solution above may contain a mistake. Go through it again, correct any error you find, "
+    "and write out the whole corrected solution."
+)
+"""SCoRe's self-correction turn, in our words (its paper asks the model to find and fix a
+possible mistake and rewrite the solution; no hint of whether the first attempt was right)."""
+
+CRITIQUE_INSTRUCTION = (
+    "Use this feedback to write a corrected solution to the problem from the beginning."
+)
+"""Critique-GRPO's refinement request, placed after the critique (our words)."""
+
+
+def critique_text(answer: str, *, correct: bool = False) -> str:
+    """A rule-based critique that says whether the response is right and reveals the reference
+    answer (Critique-GRPO's critique "with ground truth"; our wording)."""
+    verdict = "correct" if correct else "incorrect"
+    return f"Your solution is {verdict}. The reference final answer is {answer.strip()}."
+
+
+def followup_prompt_ids(
+    tokenizer: Any, question: str, response: str, message: str, *,
+    delimiter: str = "</thought>", variant: PromptVariant = "paper",
+) -> np.ndarray:
+    """Prompt ids of a second turn that shows an earlier ``response`` and then ``message``.
+
+    ``chat``: user (question + instruction), assistant (the response), user (``message``), then
+    the assistant turn starts. Completion variants: the first prompt and the response, then
+    ``message`` on its own line, then the first prompt again, so the model starts a new solution
+    in the format it knows (for the CPU track's character model, which cannot read the message,
+    the repeated question is the only cue it can follow; ``bare`` puts no blank line after the
+    message and none at all when it is empty).
+    """
+    if variant == "chat":
+        require_chat_template(tokenizer)
+        msgs = chat_messages(question) + [{"role": "assistant", "content": response.strip()},
+                                          {"role": "user", "content": message}]
+        text = str(tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False))
+        return np.asarray(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=np.int64)
+    first = completion_prompt(question, delimiter=delimiter, variant=variant)
+    note = f"{message}\n\n" if variant != "bare" else (f"{message}\n" if message else "")
+    text = f"{first}{response.rstrip()}\n{note}{first}"
+    return np.asarray(tokenizer(text)["input_ids"], dtype=np.int64)
+
+
 LOCALIZE_INSTRUCTIONS = (
     "Below is a problem and your earlier step-by-step solution. Its final answer is wrong, so at "
     "least one step contains an error. Find the FIRST erroneous step.\n"

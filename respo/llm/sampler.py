@@ -34,7 +34,15 @@ import numpy as np
 from numpy.random import Generator
 
 from respo.llm.generation import Generation, GenerationBackend, GroupBackend, StopRule
-from respo.llm.prompts import PromptVariant, end_of_turn_id, prompt_token_ids
+from respo.llm.prompts import (
+    CRITIQUE_INSTRUCTION,
+    RETRY_INSTRUCTION,
+    PromptVariant,
+    critique_text,
+    end_of_turn_id,
+    followup_prompt_ids,
+    prompt_token_ids,
+)
 from respo.llm.thoughts import (
     AnswerDetector,
     ThoughtFormat,
@@ -141,6 +149,49 @@ class LMSampler:
         except KeyError:
             raise KeyError("state's prompt was never registered: build roots with "
                            "LMSampler.root(problem)") from None
+
+    # -- follow-up prompts (SCoRe, Critique-GRPO) ------------------------------------------------
+    def followup_root(self, chain: Chain[TokenState], kind: str) -> TokenState:
+        """Root state of a second turn that shows ``chain``'s response (``respo.buffer``).
+
+        ``kind="retry"``: SCoRe's self-correction instruction (``RETRY_INSTRUCTION``);
+        ``"critique"``: Critique-GRPO's ground-truth critique (``critique_text``: right or wrong,
+        reward >= 1 counting as right, and the problem's answer) and refinement request. With
+        the ``bare`` prompt (the CPU track's character model) the retry has no text and the
+        critique is two words ("wrong 7"). The root is registered under the chain's problem.
+        """
+        problem = self.problem_of(chain.states[0])
+        correct = chain.reward >= 1.0
+        if kind not in ("retry", "critique"):
+            raise ValueError(f"unknown follow-up kind {kind!r}; valid: retry, critique")
+        if self.cfg.prompt_variant == "bare":
+            # A model trained from scratch on bare prompts reads no instructions and loses its
+            # format in long contexts: no retry text, and a critique of two words.
+            message = "" if kind == "retry" else f"{'right' if correct else 'wrong'} {problem.answer}"
+        elif kind == "retry":
+            message = RETRY_INSTRUCTION
+        else:
+            message = f"{critique_text(problem.answer, correct=correct)} {CRITIQUE_INSTRUCTION}"
+        text = self.fmt.decode(chain.states[-1].response_ids)
+        ids = followup_prompt_ids(self.tokenizer, problem.question, text, message,
+                                  delimiter=self.cfg.delimiter, variant=self.cfg.prompt_variant)
+        return self.register(problem, ids)
+
+    def reroot(self, chain: Chain[TokenState], root: TokenState) -> Chain[TokenState]:
+        """``chain``'s response (all of it, prefix thoughts included) re-based on ``root``.
+
+        Critique-GRPO trains a refinement as an answer to the bare problem: the token ids after
+        ``chain``'s prompt are kept exactly, the prompt is replaced by ``root``'s (which must be
+        registered to the same problem). The reward is unchanged (it scores the response text).
+        """
+        if self.problem_of(root).id != self.problem_of(chain.states[0]).id:
+            raise ValueError("reroot: the new root belongs to another problem")
+        p0 = chain.states[0].prompt_len
+        states = (root,) + tuple(
+            TokenState(np.concatenate([root.ids, s.ids[p0:]]), root.prompt_len)
+            for s in chain.states[1:])
+        info = dict(chain.info, rerooted_from_prompt_len=int(p0))
+        return Chain(states, chain.reward, prefix_len=0, info=info)
 
     # -- sampling --------------------------------------------------------------------------
     def _prepare(self, prefix: tuple[TokenState, ...], n: int) -> tuple[Problem, int, StopRule]:

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -47,6 +48,13 @@ import numpy as np
 import torch
 
 from respo.advantages import get_advantage
+from respo.baselines import (
+    STRUCTURED,
+    critique_advantages,
+    score_advantages,
+    spo_tree_advantages,
+    treerl_advantages,
+)
 from respo.buffer import Buffer, Rngs, buffer_metrics, build_buffers
 from respo.llm.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from respo.llm.config import TrainConfig, config_to_dict
@@ -174,18 +182,72 @@ def _skeleton(buf: Buffer[Any]) -> Buffer[Any]:
     )
 
 
+Segments = list[tuple[int, float | None]]
+"""A chain's advantages on its tokens: ``[(pos_0, a_0), (pos_1, a_1), ...]`` with ascending
+positions; tokens ``pos_k <= t < pos_{k+1}`` (indices into the chain's ids) get ``a_k``, tokens
+before ``pos_0`` and tokens of a segment whose value is None are not trained. GRPO / RRPO / SRPO:
+one segment from the trained start."""
+
+
+def chain_segments(buf: Buffer[Any], advantage: str, cfg: TrainConfig) -> list[Segments]:
+    """Per-token advantage segments of every trained chain of one prompt's buffer.
+
+    Group-relative advantages (``respo.advantages``) give one value from each chain's trained
+    start. The baselines (``respo.baselines``): SPO-Tree trains the shared segment on the first
+    chain (node advantage before the branch token, leaf advantage after it) and a branch from its
+    branch token; TreeRL trains every leaf path from its prompt (the shared segment with the
+    node's value, then the leaf's); SCoRe and Critique-GRPO give one value per chain.
+    """
+    rewards = buf.rewards
+    starts = [trained_start(c) for c in buf.chains]
+    if advantage not in STRUCTURED:
+        adv = get_advantage(advantage)(rewards, buf.group)
+        return [[(st, float(a))] for st, a in zip(starts, adv, strict=True)]
+    src = buf.source
+    if len(src) != len(buf.chains):
+        raise ValueError(f"advantage {advantage!r} needs a baseline buffer (with source links)")
+    if advantage == "score":
+        adv = score_advantages(rewards, src, alpha=cfg.baseline.score_alpha)
+        return [[(st, float(a))] for st, a in zip(starts, adv, strict=True)]
+    if advantage == "critique":
+        adv = critique_advantages(rewards, src)
+        return [[(st, float(a))] for st, a in zip(starts, adv, strict=True)]
+    node, leaf = (spo_tree_advantages if advantage == "spo_tree" else treerl_advantages)(rewards, src)
+
+    def value(a: float) -> float | None:
+        # SPO drops segments whose advantage is exactly 0 (not trained, not in the normaliser).
+        return None if advantage == "spo_tree" and a == 0.0 else float(a)
+
+    cut = {j: starts[i] for i, j in enumerate(src) if j >= 0}  # first chain -> its branch token
+    out: list[Segments] = []
+    for i, c in enumerate(buf.chains):
+        prompt = c.states[0].prompt_len
+        b = cut.get(i, prompt) if src[i] < 0 else starts[i]
+        first = prompt if (src[i] < 0 or advantage == "treerl") else b
+        segs = [(first, value(node[i]))] if first < b else []
+        out.append(segs + [(b, value(leaf[i]))])
+    return out
+
+
 @dataclass
 class _Micro:
     ids: torch.Tensor  # [n, L] right-padded
     attn: torch.Tensor  # [n, L]
     first: int  # first target position k0 = min trained start - 1 (earlier ones are never trained)
     mask: torch.Tensor  # [n, L-1-k0] trained targets among positions k0..L-2
-    adv: torch.Tensor  # [n]
+    adv: torch.Tensor  # [n] (one per chain) or [n, L-1-k0] (per token: tree baselines)
     old_logp: torch.Tensor | None = None
     ref_logp: torch.Tensor | None = None
+    offpolicy: torch.Tensor | None = None  # [n] bool, Critique-GRPO's refinements
+
+    @property
+    def loss_kw(self) -> dict[str, Any]:
+        """Extra keyword arguments of the loss (only the critique loss takes ``offpolicy``)."""
+        return {} if self.offpolicy is None else {"offpolicy": self.offpolicy}
 
 
-def _collate(chains: Sequence[Chain[Any]], adv: Sequence[float], pad_id: int, device: torch.device) -> _Micro:
+def _collate(chains: Sequence[Chain[Any]], segs: Sequence[Segments], pad_id: int, device: torch.device,
+             offpolicy: Sequence[bool] | None = None) -> _Micro:
     seqs = [np.asarray(c.states[-1].ids, dtype=np.int64) for c in chains]
     lens = torch.tensor([len(s) for s in seqs])
     width = int(lens.max())
@@ -195,7 +257,7 @@ def _collate(chains: Sequence[Chain[Any]], adv: Sequence[float], pad_id: int, de
     ids = torch.from_numpy(padded)
     attn = (torch.arange(width)[None, :] < lens[:, None]).long()
     # Target position k predicts token k + 1: trained targets are tokens start..len-1.
-    start = torch.tensor([trained_start(c) for c in chains])
+    start = torch.tensor([sg[0][0] for sg in segs])
     if (start < 1).any():
         raise ValueError("a chain's trained tokens must follow at least one prompt token")
     resp = torch.arange(width - 1)[None, :] < (lens - 1)[:, None]
@@ -203,8 +265,22 @@ def _collate(chains: Sequence[Chain[Any]], adv: Sequence[float], pad_id: int, de
     # Positions before the earliest trained target (the shared prompt, copied prefixes) need no
     # logits: the forward computes logits from position k0 on only (``logits_to_keep``).
     k0 = int(start.min()) - 1
-    return _Micro(ids.to(device), attn.to(device), k0, mask[:, k0:].to(device),
-                  torch.tensor(list(adv), dtype=torch.float32, device=device))
+    if all(len(sg) == 1 and sg[0][1] is not None for sg in segs):
+        adv = torch.tensor([sg[0][1] for sg in segs], dtype=torch.float32)
+    else:  # per token: target position t predicts token t + 1
+        full = torch.zeros((len(segs), width - 1), dtype=torch.float32)
+        for i, sg in enumerate(segs):
+            for pos, a in sg:
+                full[i, max(pos - 1, 0):] = 0.0 if a is None else a
+                if a is None:  # an untrained segment, up to the next one
+                    nxt = [p for p, _ in sg if p > pos]
+                    mask[i, max(pos - 1, 0): (min(nxt) - 1 if nxt else None)] = False
+        adv = full[:, k0:]
+    off = None
+    if offpolicy is not None and any(offpolicy):
+        off = torch.tensor(list(offpolicy), dtype=torch.bool, device=device)
+    return _Micro(ids.to(device), attn.to(device), k0, mask[:, k0:].to(device), adv.to(device),
+                  offpolicy=off)
 
 
 class _StatAccumulator:
@@ -319,7 +395,8 @@ def token_grad_magnitudes(model: Any, m: _Micro, loss_fn: Callable[..., Any], *,
     with torch.enable_grad():
         logp = token_logprobs(z, m.ids[:, m.first + 1:], temperature=temperature)
         old = m.old_logp if m.old_logp is not None else logp.detach()
-        loss, _ = loss_fn(logp, old, m.adv, m.mask, agg=agg, clip_eps=clip_eps, clip_c=clip_c, norm=norm)
+        loss, _ = loss_fn(logp, old, m.adv, m.mask, agg=agg, clip_eps=clip_eps, clip_c=clip_c, norm=norm,
+                          **m.loss_kw)
         (g,) = torch.autograd.grad(loss, z)
     return g.norm(dim=-1) * m.mask
 
@@ -402,8 +479,11 @@ def _write_config(run_path: Path, cfg_dict: dict[str, Any], *, resume: bool) -> 
     path = run_path / "config.json"
     if resume and path.exists():
         old = json.loads(path.read_text())
+        defaults = json.loads(json.dumps(config_to_dict(TrainConfig())))
+        # A field added after the run started (absent from its config.json) matches its default.
         diff = sorted(k for k in set(old) | set(cfg_dict)
-                      if k not in RESUME_MAY_CHANGE and old.get(k) != json.loads(json.dumps(cfg_dict.get(k))))
+                      if k not in RESUME_MAY_CHANGE
+                      and old.get(k, defaults.get(k)) != json.loads(json.dumps(cfg_dict.get(k))))
         if diff:
             raise ValueError(f"cannot resume {run_path}: config differs from config.json in {diff}")
     tmp = path.with_suffix(".json.tmp")
@@ -433,7 +513,14 @@ def train(
     main = acc.is_main_process
     variant, obj = cfg.variant_row, cfg.objective
     split = variant.split
-    loss_fn, adv_fn = get_loss(obj.loss), get_advantage(obj.advantage)
+    loss_fn = get_loss(obj.loss)
+    if obj.loss == "critique":
+        loss_fn = functools.partial(loss_fn, gamma=cfg.baseline.critique_gamma)
+    prob_mask = cfg.baseline.spo_prob_mask if obj.advantage == "spo_tree" else 0.0
+    if obj.advantage not in STRUCTURED:
+        get_advantage(obj.advantage)  # fail early on an unknown name
+    elif not variant.baseline:
+        raise ValueError(f"advantage {obj.advantage!r} belongs to the baselines, not to {variant.name!r}")
     if cfg.prompts_per_step % world or cfg.minibatch_prompts % world:
         raise ValueError(
             f"prompts_per_step={cfg.prompts_per_step} and minibatch_prompts={cfg.minibatch_prompts} "
@@ -514,7 +601,8 @@ def train(
             # All prompts of the step in lock-step: a batching sampler serves each round at once.
             buffers: list[Buffer[Any]] = build_buffers(
                 parts.sampler, parts.localizer, policy, [parts.root(p) for p in probs],
-                split=split, rngs=[Rngs.keyed(cfg.seed, step, j) for j in mine])
+                split=split, rngs=[Rngs.keyed(cfg.seed, step, j) for j in mine],
+                builder=variant.builder)
         for prob, buf in zip(probs, buffers, strict=True):
             for i, c in enumerate(buf.generated):
                 check_reward(c.reward, where=f"step {step}, problem {prob.id!r}, chain {i}")
@@ -526,17 +614,19 @@ def train(
 
         # -- advantages and tensors ----------------------------------------------------------
         t0 = time.perf_counter()
-        advs = [adv_fn(b.rewards, b.group) for b in buffers]
+        segs = [chain_segments(b, obj.advantage, cfg) for b in buffers]
+        advs = [[float(sg[-1][1] or 0.0) for sg in bs] for bs in segs]  # one number per chain, for records
         minibatches: list[list[_Micro]] = []
         micro_chains: list[list[list[tuple[int, int]]]] = []  # (buffer index, chain index) per row
         for m0 in range(0, len(buffers), mb_local):
             where = [(bi, ci) for bi in range(m0, min(m0 + mb_local, len(buffers)))
                      for ci in range(len(buffers[bi].chains))]
             chains = [buffers[bi].chains[ci] for bi, ci in where]
-            adv = [float(a) for av in advs[m0:m0 + mb_local] for a in av]
+            seg = [sg for bs in segs[m0:m0 + mb_local] for sg in bs]
+            off = [bool(buffers[bi].offpolicy[ci]) if buffers[bi].offpolicy else False for bi, ci in where]
             micros = [
-                _collate(chains[k:k + cfg.micro_batch_chains], adv[k:k + cfg.micro_batch_chains],
-                         parts.pad_id, device)
+                _collate(chains[k:k + cfg.micro_batch_chains], seg[k:k + cfg.micro_batch_chains],
+                         parts.pad_id, device, off[k:k + cfg.micro_batch_chains])
                 for k in range(0, len(chains), cfg.micro_batch_chains)
             ]
             minibatches.append(micros)
@@ -550,8 +640,10 @@ def train(
                 for m in mb:
                     # The first mini-batch is trained before any update of this step, so its old
                     # log-probs are its own forward, detached (the same function: no dropout).
-                    if mi > 0:
+                    if mi > 0 or prob_mask > 0:
                         m.old_logp = _logp(model, m, temperature, ac_dtype, keep)
+                    if prob_mask > 0:  # SPO's probability mask: confident tokens are not trained
+                        m.mask = m.mask & (m.old_logp.exp() < prob_mask)
                     if cfg.kl_coef > 0:
                         if ref_model is not None:
                             m.ref_logp = _logp(ref_model, m, temperature, ac_dtype, keep_ref)
@@ -571,14 +663,14 @@ def train(
             for mb, mwhere in zip(minibatches, micro_chains, strict=True):
                 n_tok = torch.stack([m.mask.sum() for m in mb]).sum().float()
                 n_seq = torch.tensor(float(sum(m.ids.shape[0] for m in mb)), device=device)
-                norm = n_tok if obj.agg == "token-mean" else n_seq
+                norm = n_tok.clamp_min(1.0) if obj.agg == "token-mean" else n_seq
                 for m, where in zip(mb, mwhere, strict=True):
                     g = token_grad_magnitudes(model, m, loss_fn, agg=obj.agg, norm=norm,
                                               temperature=temperature, dtype=ac_dtype, keep=keep,
                                               clip_eps=cfg.clip_eps, clip_c=cfg.clip_c).double()
                     for row, (bi, ci) in enumerate(where):
                         role = buffers[bi].role[ci]
-                        k = 0 if role == "suffix" else 2
+                        k = 2 if role == "fresh" else 0  # suffix-like: every derived chain
                         sums[k] += g[row].sum()
                         sums[k + 1] += m.mask[row].sum()
                         rows[(bi, ci)] = thought_grads(buffers[bi].chains[ci], g[row], m.first)
@@ -589,11 +681,12 @@ def train(
                     "grad/suffix_fresh_ratio": s_mean / f_mean if f_mean > 0 else float("nan")}
             # Draw the first prompt whose fresh and suffix groups both move (nonzero advantages),
             # else the first with both groups, else the first.
-            def _moves(i: int, role: str) -> bool:
-                return any(r == role and a != 0 for r, a in zip(buffers[i].role, advs[i], strict=True))
+            def _moves(i: int, fresh: bool) -> bool:
+                return any((r == "fresh") == fresh and a != 0
+                           for r, a in zip(buffers[i].role, advs[i], strict=True))
 
-            both = [i for i, b in enumerate(buffers) if {"fresh", "suffix"} <= set(b.role)]
-            moving = [i for i in both if _moves(i, "fresh") and _moves(i, "suffix")]
+            both = [i for i, b in enumerate(buffers) if "fresh" in b.role and set(b.role) - {"fresh"}]
+            moving = [i for i in both if _moves(i, True) and _moves(i, False)]
             bi = (moving or both or [0])[0]
             if buffers:
                 b = buffers[bi]
@@ -618,7 +711,9 @@ def train(
                 if world > 1:
                     n_tok, n_seq = _all_reduce(n_tok, "sum"), _all_reduce(n_seq, "sum")
                 # Gradients are averaged over processes, so each process divides by global / world.
-                norm = (n_tok if obj.agg == "token-mean" else n_seq) / world
+                # A mini-batch with no trained token (SPO drops zero-advantage segments) gives a
+                # zero loss, not 0 / 0.
+                norm = (n_tok.clamp_min(1.0) if obj.agg == "token-mean" else n_seq) / world
                 finite = torch.ones((), dtype=torch.bool, device=device)
                 for ki, m in enumerate(mb):
                     sync = ki == len(mb) - 1
@@ -628,7 +723,8 @@ def train(
                         if m.old_logp is None:  # first mini-batch, before any update
                             m.old_logp = logp.detach()
                         loss, st = loss_fn(logp, m.old_logp, m.adv, m.mask, agg=obj.agg,
-                                           clip_eps=cfg.clip_eps, clip_c=cfg.clip_c, norm=norm)
+                                           clip_eps=cfg.clip_eps, clip_c=cfg.clip_c, norm=norm,
+                                           **m.loss_kw)
                         if cfg.kl_coef > 0:
                             assert m.ref_logp is not None
                             kl = kl_k3(logp, m.ref_logp)
@@ -688,6 +784,7 @@ def train(
             records = gather_object(records)
         rows = [(c.reward, r) for b in skeletons for c, r in zip(b.chains, b.role, strict=True)]
         g2 = [r for r, role in rows if role == "suffix"]
+        derived = [r for r, role in rows if role not in ("fresh", "suffix")]  # baselines' chains
         g1 = [r for r, role in rows if role == "fresh"]
         metrics: dict[str, Any] = {
             "step": step,
@@ -707,6 +804,8 @@ def train(
             "g2/pass_rate": float(np.mean([r >= 1.0 for r in g2])) if g2 else float("nan"),
             "g1/count": float(len(g1)),
             "g2/count": float(len(g2)),
+            "derived/pass_rate": float(np.mean([r >= 1.0 for r in derived])) if derived else float("nan"),
+            "derived/count": float(len(derived)),
             "buffer/locate_fallbacks": float(sum(b.stats.locate_fallbacks for b in skeletons)),
             "buffer/topped_up": float(sum(b.stats.topped_up for b in skeletons)),
             "tokens/trained_chains": float(counts[0]),

@@ -227,6 +227,16 @@ def build_parts(cfg: TrainConfig, *, device: Any = "cpu") -> Parts:
 
     if kind == "uniform":
         localizer = UniformLocalizer()
+    elif kind == "segment":  # SPO-Tree's branch point
+        from respo.llm.branching import SegmentCutter
+
+        localizer = SegmentCutter(cfg.baseline.segment_tokens)
+    elif kind == "entropy":  # TreeRL's branch point
+        from respo.llm.branching import EntropyCutter
+
+        localizer = EntropyCutter(model, measure=cfg.baseline.branch_measure,
+                                  temperature=s.temperature if s.temperature > 0 else 1.0, tokenizer=tok)
+        sources.append(localizer.pop_stats)
     elif kind == "oracle":
         if judge is None:
             raise ValueError(f"variant {cfg.variant!r} needs a task with a step judge; {cfg.task!r} has none")
