@@ -90,9 +90,16 @@ TASKS: dict[str, PaperTask] = {
                      "method.md gives no problem count: up to the 500-item cap of respo prepare"),
 }
 
-VARIANTS = ("grpo", "rrpo", "srpo", "srpo-2x4", "srpo-1x8", "rrpo-2x4", "rrpo-1x8")
+BASELINE_VARIANTS = ("spo-tree", "treerl", "score", "critique-grpo")
+"""The published baselines of the paper's main table (``respo.variants``; SPO-Tree with 600-token
+segments and branching 2 x 4, TreeRL with 2 chains x 1 entropy branch point x 3 continuations,
+SCoRe 4 + 4 attempts, Critique-GRPO 7 responses + 1 refinement: 8 trained rollouts each)."""
+VARIANTS = ("grpo", "rrpo", "srpo", "srpo-2x4", "srpo-1x8", "rrpo-2x4", "rrpo-1x8", *BASELINE_VARIANTS)
 """Every method and sampling split of the paper (main comparison + sampling-split table)."""
 MAIN_VARIANTS = ("grpo", "rrpo", "srpo")
+"""Methods with per-step LiveCodeBench curves (the paper's figure)."""
+TABLE_VARIANTS = (*MAIN_VARIANTS, *BASELINE_VARIANTS)
+"""Rows of the main table."""
 SPLIT_VARIANTS = ("srpo", "srpo-2x4", "srpo-1x8", "rrpo", "rrpo-2x4", "rrpo-1x8")
 """Rows of the sampling-split table (1x4 is the default split of rrpo / srpo)."""
 SEEDS = (42, 0, 420)

@@ -99,12 +99,18 @@ class SuiteRun:
 
 
 MAIN_VARIANTS = ("grpo", "rrpo", "srpo", "oracle")
+BASELINE_VARIANTS = ("spo-tree", "treerl", "score", "critique-grpo")
+"""The paper's published baselines (``respo.variants``); tag ``baselines`` adds them to the main
+comparison (same seeds, same settings, so the main table holds every method)."""
 SPLIT_VARIANTS = ("srpo-2x4", "srpo-1x8", "rrpo-2x4", "rrpo-1x8")
 
 
 def _run(tag: str, name: str, base: TrainConfig, seed: int, **kw: object) -> SuiteRun:
     full = f"{name}-s{seed}"
     return SuiteRun(full, tag, dataclasses.replace(base, name=full, seed=seed, **kw))  # type: ignore[arg-type]
+
+
+TAGS: tuple[str, ...] = ("main", "baselines", "split", "pairing", "clip")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,20 +129,24 @@ class Suite:
     """``dataclasses.replace`` keyword arguments applied to the base preset."""
     variants: tuple[str, ...] = MAIN_VARIANTS
     """Methods of the main comparison (the oracle needs a task with a step judge)."""
+    segment_tokens: int = 8
+    """SPO-Tree's first-segment length in the ``baselines`` runs (the paper: about 600 tokens of
+    a ~5k budget; scaled to the track's response length)."""
 
 
 SUITES: dict[str, Suite] = {
     "quick": Suite("The main job's comparison: grpo, rrpo, srpo, oracle on the CPU track, 3 seeds, "
                    "short runs.", (0, 1, 2), 12, ("main",), (0, 1, 2)),
-    "full": Suite("The full CPU reproduction: main comparison with 3 seeds, sampling splits, loss "
-                  "pairing and clipping ablations (1 seed each).", (0, 1, 2), 30,
-                  ("main", "split", "pairing", "clip"), (0,)),
+    "full": Suite("The full CPU reproduction: main comparison with 3 seeds (GRPO, RRPO, SRPO, oracle "
+                  "and the published baselines SPO-Tree, TreeRL, SCoRe, Critique-GRPO), sampling "
+                  "splits, loss pairing and clipping ablations (1 seed each).", (0, 1, 2), 30,
+                  ("main", "baselines", "split", "pairing", "clip"), (0,), segment_tokens=12),
     "real": Suite("Real-model track: SmolLM2-135M-Instruct, grpo / rrpo / srpo (prompted "
-                  "self-localizer) on basic-arithmetic-add, 1 seed, 8 steps (about an hour on 2 "
-                  "cores).", (42,), 8, ("main",), (42,), base="smollm2-cpu",
-                  variants=("grpo", "rrpo", "srpo")),
+                  "self-localizer) and the published baselines on basic-arithmetic-add, 1 seed, 8 "
+                  "steps (about 10 minutes per run on 2 cores).", (42,), 8, ("main", "baselines"),
+                  (42,), base="smollm2-cpu", variants=("grpo", "rrpo", "srpo"), segment_tokens=16),
     "smoke": Suite("Plumbing check in seconds: every comparison on the tiny random model, 2 steps, "
-                   "1 seed (learns nothing).", (0,), 2, ("main", "split", "pairing", "clip"), (0,),
+                   "1 seed (learns nothing).", (0,), 2, TAGS, (0,),
                    base="tiny-smoke", overrides={"eval": EvalConfig(every=1, problems=4, seed=1000,
                                                                     at_start=True),
                                                  "diagnostics_every": 1}),
@@ -157,13 +167,16 @@ def suite_runs(name: str, *, seeds: tuple[int, ...] | None = None, steps: int | 
     base = dataclasses.replace(get_preset(suite.base), **suite.overrides)
     base = dataclasses.replace(base, steps=steps or suite.steps)
     tags = suite.tags if tags is None else tags
-    unknown = set(tags) - {"main", "split", "pairing", "clip"}
+    unknown = set(tags) - set(TAGS)
     if unknown:
-        raise ValueError(f"unknown suite tags {sorted(unknown)}; valid: main, split, pairing, clip")
+        raise ValueError(f"unknown suite tags {sorted(unknown)}; valid: {', '.join(TAGS)}")
     runs: list[SuiteRun] = []
     for seed in seeds:
         if "main" in tags:
             runs += [_run("main", v, base, seed, variant=v) for v in suite.variants]
+        if "baselines" in tags:  # rows of the main table
+            bl = dataclasses.replace(base.baseline, segment_tokens=suite.segment_tokens)
+            runs += [_run("main", v, base, seed, variant=v, baseline=bl) for v in BASELINE_VARIANTS]
     for seed in ab_seeds:
         if "split" in tags:
             runs += [_run("split", v, base, seed, variant=v) for v in SPLIT_VARIANTS]

@@ -29,7 +29,14 @@ def test_suites_name_their_runs_and_reject_bad_names():
     assert main.cfg.objective.loss == "reinforce" and main.tag == "main"
     # every run of a suite is scored on the same held-out problems
     assert {r.cfg.eval.seed for r in presets.suite_runs("quick")} == {1000}
-    assert [r.name for r in presets.suite_runs("real")] == ["grpo-s42", "rrpo-s42", "srpo-s42"]
+    assert [r.name for r in presets.suite_runs("real")] == [
+        "grpo-s42", "rrpo-s42", "srpo-s42", "spo-tree-s42", "treerl-s42", "score-s42", "critique-grpo-s42"]
+    # the baselines are rows of the main table, on the main comparison's seeds
+    full = {r.name: r for r in presets.suite_runs("full")}
+    for v in presets.BASELINE_VARIANTS:
+        assert {full[f"{v}-s{s}"].tag for s in (0, 1, 2)} == {"main"}
+        assert full[f"{v}-s0"].cfg.baseline.segment_tokens == presets.SUITES["full"].segment_tokens
+    assert full["grpo-s0"].cfg.baseline == presets.get_preset("cpu-synthetic").baseline
     two = presets.suite_runs("quick", seeds=(5, 6), steps=3)
     assert [r.cfg.seed for r in two] == [5] * 4 + [6] * 4 and {r.cfg.steps for r in two} == {3}
     with pytest.raises(ValueError, match="unknown suite 'nope'; valid: quick, full, real, smoke"):
@@ -112,3 +119,14 @@ def test_main_job_stage_two_runs_a_suite_and_writes_its_table(tmp_path, capsys):
         assert (figs / name).is_file(), name
     res = json.loads((figs / "cpu_results.json").read_text())
     assert res  # the notebook wrote its numbers
+
+
+def test_a_partial_suite_run_adds_to_suite_json_instead_of_replacing_it(tmp_path):
+    path = tmp_path / "suite.json"
+    assert cpu_track.merge_listed(path, [{"name": "a"}]) == [{"name": "a"}]
+    path.write_text(json.dumps({"runs": [{"name": "a", "tag": "old"}, {"name": "b"}]}))
+    merged = cpu_track.merge_listed(path, [{"name": "a", "tag": "new"}, {"name": "c"}])
+    assert merged == [{"name": "b"}, {"name": "a", "tag": "new"}, {"name": "c"}]
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match="suite.json"):
+        cpu_track.merge_listed(path, [])

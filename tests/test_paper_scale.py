@@ -72,7 +72,8 @@ def _parse_train(argv: list[str]) -> TrainConfig:
 
 
 def test_every_paper_preset_builds_and_validates() -> None:
-    assert len(pp.PAPER_PRESETS) == len(pp.MODELS) * len(pp.TASKS) * len(pp.VARIANTS) == 28
+    assert len(pp.PAPER_PRESETS) == len(pp.MODELS) * len(pp.TASKS) * len(pp.VARIANTS) == 44
+    assert set(pp.BASELINE_VARIANTS) <= set(pp.VARIANTS) and set(pp.BASELINE_VARIANTS) <= set(pp.TABLE_VARIANTS)
     for name, (desc, cfg) in pp.PAPER_PRESETS.items():
         assert isinstance(cfg, TrainConfig) and cfg.name == name and desc
         model_key = next(k for k in pp.MODELS if name.startswith(f"paper-{k}-"))
@@ -103,6 +104,10 @@ def test_every_paper_preset_builds_and_validates() -> None:
         obj = cfg.objective
         if cfg.variant == "grpo":
             assert (obj.loss, obj.agg, cfg.clip_eps, cfg.clip_c) == ("ppo_clip", "token-mean", 0.2, 3.0)
+        elif cfg.variant in pp.BASELINE_VARIANTS:  # each baseline's own objective (respo.variants)
+            v = cfg.variant_row
+            assert (obj.loss, obj.agg, obj.advantage) == (v.loss, v.agg, v.advantage) and v.baseline
+            assert cfg.baseline.segment_tokens == 600  # SPO-Tree's segments at paper scale
         else:
             assert (obj.loss, obj.agg) == ("reinforce", "seq-mean-token-mean")
         assert cfg.kl_coef == 0.0 and cfg.pairing == "paper"
@@ -114,7 +119,7 @@ def test_paper_runs_cover_every_variant_and_seed() -> None:
     for model in pp.MODELS:
         for task in pp.TASKS:
             runs = pp.paper_runs(model, task)
-            assert len(runs) == 21 and len({r.name for r in runs}) == 21
+            assert len(runs) == 33 and len({r.name for r in runs}) == 33  # 11 variants x 3 seeds
             assert {(r.variant, r.seed) for r in runs} == {(v, s) for v in pp.VARIANTS for s in (42, 0, 420)}
             for r in runs:
                 assert r.cfg.seed == r.seed and r.cfg.name == r.name and r.gpus == pp.MODELS[model].gpus
@@ -189,14 +194,15 @@ def test_reproduce_dry_run_prints_well_formed_commands(
             evals.append(rc)
     all_runs = [r for m in pp.MODELS for t in pp.TASKS for r in pp.paper_runs(m, t)]
     assert prepared == 1
-    assert set(trained) == {r.name for r in all_runs} and len(trained) == 84
+    assert set(trained) == {r.name for r in all_runs} and len(trained) == 132  # 2 models x 2 tasks x 11 variants x 3 seeds
     for r in all_runs:
         assert trained[r.name] == r.cfg, "the printed command rebuilds the run's exact config"
     main = [e for e in evals if e.benchmarks == pp.TEN_BENCHMARKS]
     curves = [e for e in evals if e.benchmarks == ("lcb_v6_medium",)]
-    assert len(main) == 2 + 42, "base models + every math run"
+    assert len(main) == 2 + 2 * len(pp.VARIANTS) * 3 == 68, "base models + every math run"
     assert all(str(e.model).endswith("step-000023/model") for e in main if e.method != "base")
-    per_model_lcb = 3 * 3 * 11 + 4 * 3  # main variants every step, split variants the final step
+    # main variants every step; split variants and baselines the final step
+    per_model_lcb = 3 * 3 * 11 + (len(pp.VARIANTS) - 3) * 3
     assert len(curves) == 2 + 2 * per_model_lcb
     assert {e.label_model for e in curves if e.method == "base"} == {f"{m.label}@step0" for m in pp.MODELS.values()}
 
@@ -272,6 +278,8 @@ def test_reproduce_tables_beside_published_numbers(tmp_path: Path) -> None:
     assert "Loss pairing: paper pairing" in table and "SRPO 47.3" in table and "SRPO 43.2" in table
     assert "SRPO 15.6 +- 4.2, GRPO 11.1 +- 5.7" in table and "± " in table
     assert re.search(r"\| Average \| [\d.]+ \| [\d.]+ ± [\d.]+", table)
+    header = table.split("\n| Average")[0]
+    assert all(v in header for v in pp.BASELINE_VARIANTS), "the main table has a column per baseline"
     splits = (out / "table_splits.md").read_text()
     assert "srpo-2x4" in splits and "rrpo-1x8" in splits and "1x4 (srpo / rrpo) best" in splits
     curves = (out / "lcb_curves.md").read_text()

@@ -52,6 +52,7 @@ from paper_presets import (  # noqa: E402
     PAPER_SAMPLING,
     SEEDS,
     SPLIT_VARIANTS,
+    TABLE_VARIANTS,
     TASKS,
     TEN_BENCHMARKS,
     VARIANTS,
@@ -368,7 +369,7 @@ def stage_tables(args: argparse.Namespace, run: Runner) -> None:
     curve_rows = read_jsonl(args.results / "lcb_curves.jsonl")
     out = args.out
     suffix = "" if args.pairing == "paper" else "-matched"
-    methods = ["base", *[v + suffix for v in MAIN_VARIANTS]]
+    methods = ["base", *[v + suffix for v in TABLE_VARIANTS]]
     splits = [v + suffix for v in SPLIT_VARIANTS]
     targets = [out / "table_main.md", out / "table_splits.md", out / "lcb_curves.md"]
     for t in targets:

@@ -39,8 +39,8 @@ __all__ = [
     "paper_comparison", "all_tables", "markdown_table", "json_ready", "order_methods",
 ]
 
-METHOD_ORDER: tuple[str, ...] = ("grpo", "rrpo", "srpo", "oracle", "srpo-2x4", "srpo-1x8",
-                                 "rrpo-2x4", "rrpo-1x8")
+METHOD_ORDER: tuple[str, ...] = ("grpo", "rrpo", "srpo", "oracle", "spo-tree", "treerl", "score",
+                                 "critique-grpo", "srpo-2x4", "srpo-1x8", "rrpo-2x4", "rrpo-1x8")
 """Display order of the variants (unknown variants follow, alphabetically)."""
 
 EVAL_METRICS: tuple[str, ...] = ("greedy_pass@1", "sampled_pass@1")
@@ -537,6 +537,19 @@ def _ci_notes(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     return note
 
 
+def deviation_notes(methods: Iterable[str]) -> list[str]:
+    """One note per published baseline among ``methods``: where it departs from its own paper
+    (``respo.variants.Variant.deviations``)."""
+    from respo.variants import VARIANTS
+
+    out = []
+    for m in methods:
+        v = VARIANTS.get(m)
+        if v is not None and v.deviations:
+            out.append(f"{m} deviations: " + "; ".join(v.deviations) + ".")
+    return out
+
+
 def main_table(suite: Suite) -> Table:
     """Main results: per variant of tag ``main``, final greedy and sampled pass@1 (mean ± 95% CI,
     n seeds), start-of-training pass@1 (``eval0``), the greedy "sooner" factor against GRPO and
@@ -558,14 +571,21 @@ def main_table(suite: Suite) -> Table:
         else:
             row["sooner"], row["sooner_status"] = NAN, "no_grpo"
         row["gen_tokens"] = mean_se([r.total("tokens/generated") for r in runs])[0]
+        row["trained_tokens"] = mean_se([r.total("tokens/trained") for r in runs])[0]
+        row["loc_tokens"] = mean_se([r.total("tokens/localization") for r in runs])[0]
         rows.append(row)
     cols: list[Column] = [("method", "method"), *_SCORE_COLS,
                           ("start greedy", "greedy0"), ("start sampled", "sampled0"),
                           ("× sooner than GRPO (greedy)", "sooner"), ("status", "sooner_status"),
-                          ("generated tokens / run", "gen_tokens"), ("loss/agg/advantage", "objective")]
+                          ("generated tokens / run", "gen_tokens"), ("trained tokens / run", "trained_tokens"),
+                          ("localization tokens / run", "loc_tokens"), ("loss/agg/advantage", "objective")]
     notes = _ci_notes(rows) + [
         "× sooner = GRPO's number of updates / first update count at which the method's mean greedy "
-        "curve reaches GRPO's final mean (linear interpolation); 'never' when it does not."]
+        "curve reaches GRPO's final mean (linear interpolation); 'never' when it does not.",
+        "Tokens: generated = sampled by the policy for training rollouts (discarded ones included); "
+        "trained = tokens that received gradient (TreeRL trains a shared segment once per leaf, so "
+        "it can exceed generated); localization = SRPO's prompted localizer's own generations."]
+    notes += deviation_notes([r["method"] for r in rows])
     return Table("main", "Main results (tag main)", rows, cols,
                  missing=[m for m in expected if m not in groups], notes=notes)
 

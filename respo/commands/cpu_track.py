@@ -73,6 +73,22 @@ def run_finished(run_dir: Path, steps: int) -> bool:
     return ckpt is not None
 
 
+def merge_listed(path: Path, listed: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``listed`` after the runs an earlier ``suite.json`` at ``path`` lists and ``listed`` does not.
+
+    A run of some of a suite's comparisons (``--tags``, ``--seeds``) adds its runs to the folder's
+    list instead of hiding the runs already there from the figures.
+    """
+    if not path.exists():
+        return listed
+    try:
+        old = json.loads(path.read_text()).get("runs", [])
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} is not a readable suite.json ({e}); move it away to start anew") from e
+    names = {r["name"] for r in listed}
+    return [r for r in old if r.get("name") not in names] + listed
+
+
 def run_one(cfg: Any, run_dir: Path, *, progress: bool, position: str) -> dict[str, Any]:
     """Train (or finish, or skip) one run; returns its last metrics line."""
     from respo.llm.metrics import read_jsonl
@@ -136,10 +152,10 @@ def main(argv: list[str]) -> int:
     torch.set_num_threads(args.threads)
     suite_dir = args.runs_dir / args.suite
     suite_dir.mkdir(parents=True, exist_ok=True)
+    listed = [{"name": r.name, "variant": r.cfg.variant, "seed": r.cfg.seed, "tag": r.tag} for r in runs]
     write_json_atomic(suite_dir / "suite.json", {
         "suite": args.suite, "description": presets.SUITES[args.suite].description,
-        "runs": [{"name": r.name, "variant": r.cfg.variant, "seed": r.cfg.seed, "tag": r.tag} for r in runs]},
-        indent=1)
+        "runs": merge_listed(suite_dir / "suite.json", listed)}, indent=1)
 
     # The shared warm-up model, trained once (cached) before the first run needs it.
     t0 = time.perf_counter()
