@@ -333,3 +333,24 @@ def test_spo_probability_mask_removes_confident_tokens_from_the_loss(tmp_path):
     assert rows[0.0]["tokens/trained"] > 0 and rows[1e-9]["tokens/trained"] == 0
     assert rows[1e-9]["loss/loss"] == 0.0 and math.isfinite(rows[0.0]["loss/loss"])
     assert dataclasses.asdict(BaselineConfig())["spo_prob_mask"] == 0.9
+
+
+def test_bare_prompts_get_a_short_follow_up_the_character_model_can_parse():
+    from llm_fixtures import ToyTask
+
+    from respo.llm.generation import HFBackend
+    from respo.llm.sampler import LMSampler, SampleConfig
+
+    tok = tiny_tokenizer()
+    s = LMSampler(HFBackend(copy.deepcopy(tiny_lm(0)), tok, device="cpu"), tok, ToyTask(),
+                  cfg=SampleConfig(max_new_tokens=8, temperature=1.0, top_p=1.0, delimiter="\n",
+                                   prompt_variant="bare"))
+    root = s.root(TOY_PROBLEM)
+    first = s.extend(None, (root,), 1, rng=np.random.default_rng(0))[0]
+    shown = s.fmt.decode(first.states[-1].response_ids).rstrip()
+    q = f"Q: {TOY_PROBLEM.question}\n"
+    retry = tok.decode(s.followup_root(first, "retry").ids)
+    assert retry == f"{q}{shown}\n{q}"  # no instruction text: the question again
+    crit = tok.decode(s.followup_root(first, "critique").ids)
+    verdict = "right" if first.reward >= 1.0 else "wrong"
+    assert crit == f"{q}{shown}\n{verdict} {TOY_PROBLEM.answer}\n{q}"

@@ -14,6 +14,10 @@ A checkpoint is first written to a temporary folder next to its final place and 
 with ``os.replace``, and only then does ``LATEST`` (a one-line file, itself replaced atomically)
 point to it. A run killed at any moment leaves the previous checkpoint intact and ``LATEST``
 pointing to a complete folder.
+
+Sharded models (FSDP): ``save_checkpoint_distributed`` / ``load_checkpoint_distributed``, called
+on every process, gather / scatter the full state and use the same layout, so checkpoints move
+freely between one process and FSDP (see the section at the end).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import os
 import random
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,37 +67,26 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(
+def _write_checkpoint(
     run_dir: str | Path,
     *,
     step: int,
-    model: Any,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
+    write_model: Callable[[Path], None],
+    trainer_state: Callable[[], dict[str, Any]],
     config: dict[str, Any],
-    data_position: int,
-    tokenizer: Any = None,
-    keep: int = 1,
+    tokenizer: Any,
+    keep: int,
 ) -> Path:
-    """Write checkpoint ``step`` atomically and point ``LATEST`` at it; keep the newest ``keep``."""
+    """The atomic write shared by ``save_checkpoint`` and ``save_checkpoint_distributed``."""
     root = checkpoint_dir(run_dir)
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:06d}"
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-step-{step:06d}-", dir=root))
     try:
-        model.save_pretrained(str(tmp / "model"), safe_serialization=True)
+        write_model(tmp / "model")
         if tokenizer is not None and hasattr(tokenizer, "save_pretrained"):
             tokenizer.save_pretrained(str(tmp / "model"))
-        torch.save(
-            {
-                "step": step,
-                "data_position": data_position,
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                "rng": rng_state(),
-            },
-            tmp / "trainer_state.pt",
-        )
+        torch.save(trainer_state(), tmp / "trainer_state.pt")
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
         if final.exists():  # a re-run of the same step after a resume: replace it
             shutil.rmtree(final)
@@ -110,6 +104,36 @@ def save_checkpoint(
     return final
 
 
+def save_checkpoint(
+    run_dir: str | Path,
+    *,
+    step: int,
+    model: Any,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    config: dict[str, Any],
+    data_position: int,
+    tokenizer: Any = None,
+    keep: int = 1,
+) -> Path:
+    """Write checkpoint ``step`` atomically and point ``LATEST`` at it; keep the newest ``keep``."""
+    return _write_checkpoint(
+        run_dir,
+        step=step,
+        write_model=lambda d: model.save_pretrained(str(d), safe_serialization=True),
+        trainer_state=lambda: {
+            "step": step,
+            "data_position": data_position,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "rng": rng_state(),
+        },
+        config=config,
+        tokenizer=tokenizer,
+        keep=keep,
+    )
+
+
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
     """The folder ``LATEST`` points to, or None when the run has no checkpoint."""
     root = checkpoint_dir(run_dir)
@@ -122,7 +146,7 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     return path
 
 
-def _load_weights(model: Any, folder: Path) -> None:
+def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     files = sorted(folder.glob("*.safetensors"))
@@ -131,6 +155,11 @@ def _load_weights(model: Any, folder: Path) -> None:
     state: dict[str, torch.Tensor] = {}
     for f in files:
         state.update(load_file(str(f)))
+    return state
+
+
+def _load_weights(model: Any, folder: Path) -> None:
+    state = _read_weights(folder)
     if _is_peft(model):
         from peft import set_peft_model_state_dict
 
@@ -168,4 +197,281 @@ def load_checkpoint(
         scheduler.load_state_dict(state["scheduler"])
     if restore_rng:
         set_rng_state(state["rng"])
+    return dict(state)
+
+
+# -- sharded models (FSDP) ----------------------------------------------------------------------
+#
+# Under FSDP every process holds a shard of the parameters and of the optimizer state, so a
+# checkpoint is gathered (a collective: every process calls these functions) and written by the
+# main process in the layout above. The files hold exactly what ``save_checkpoint`` writes for
+# the unsharded model: full weights (tied copies dropped, as ``save_pretrained`` does), and the
+# optimizer state keyed by parameter index. ``torch.distributed.checkpoint.state_dict`` keys the
+# gathered optimizer state by parameter name instead; the names are numbered in the model's own
+# parameter order (the order of its state dict), which is the order ``torch.optim`` numbers them
+# in for an optimizer built over ``model.parameters()`` (as ``respo.llm.train`` builds it). So a
+# checkpoint written under FSDP loads with ``load_checkpoint`` in one process, and one written by
+# ``save_checkpoint`` loads with ``load_checkpoint_distributed`` under FSDP.
+
+
+def _dist() -> Any:
+    import torch.distributed as dist
+
+    return dist if dist.is_available() and dist.is_initialized() else None
+
+
+def _main_and_barrier(acc: Any) -> tuple[bool, Callable[[], None]]:
+    if acc is not None:
+        return bool(acc.is_main_process), acc.wait_for_everyone
+    dist = _dist()
+    if dist is None:
+        return True, lambda: None
+    return dist.get_rank() == 0, dist.barrier
+
+
+def _gather_options(wrapped: Any) -> Any:
+    """Options for gathering the full (unsharded) state on the main process.
+
+    ``cpu_offload`` puts the gathered copy in rank 0's CPU memory only, which is what one wants for
+    parameters on GPUs. For parameters on the CPU (gloo) it is off: FSDP1's offload path fails
+    there in torch 2.13 (``setStorage: ... out of bounds for storage of size 0`` with flat
+    parameters, a segmentation fault with ``use_orig_params=True``), so every process then gets
+    the full copy.
+    """
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    first = next(iter(wrapped.parameters()), None)
+    offload = _dist() is not None and first is not None and first.device.type != "cpu"
+    return StateDictOptions(full_state_dict=True, cpu_offload=offload)
+
+
+def _tie_targets(model: Any, keys: Any) -> dict[str, str]:
+    """``{tied key: key it is tied to}`` among ``keys``, from the model's tied-weights mapping."""
+    keys = set(keys)
+    ties = getattr(model, "all_tied_weights_keys", None) or getattr(model, "_tied_weights_keys", None)
+    if isinstance(ties, dict):  # transformers >= 5: {tied key: source key}
+        return {str(k): str(v) for k, v in ties.items() if k in keys and v in keys and k != v}
+    if ties and getattr(getattr(model, "config", None), "tie_word_embeddings", False):
+        emb = model.get_input_embeddings()  # transformers 4: a list of keys tied to the embeddings
+        name = next((n for n, m in model.named_modules() if m is emb), None)
+        if name is not None:
+            src = name.replace("_fsdp_wrapped_module.", "").replace("_checkpoint_wrapped_module.", "")
+            src += ".weight"
+            return {str(k): src for k in ties if k in keys and src in keys and k != src}
+    return {}
+
+
+def _param_order(keys: Any) -> dict[str, int]:
+    return {k: i for i, k in enumerate(keys)}
+
+
+def _numbered_groups(groups: list[dict[str, Any]], order: dict[str, int]) -> list[list[str]]:
+    """Each group's parameter names in the model's parameter order."""
+    return [sorted(g["params"], key=lambda k: order.get(k, len(order))) for g in groups]
+
+
+def _own_storage(value: Any, seen: set[int]) -> Any:
+    """``value``, cloned when it is a tensor that shares its storage with another one.
+
+    FSDP1 (flat parameters) gathers the optimizer state of all the parameters of one flat
+    parameter as views of one tensor, and hands the same ``step`` tensor to all of them. Saved as
+    is, ``torch.save`` keeps the sharing, and a plain optimizer that loads the file would then
+    advance one shared ``step`` once per parameter (a wrong bias correction).
+    """
+    if not isinstance(value, torch.Tensor):
+        return value
+    storage = value.untyped_storage()
+    shared = storage.data_ptr() in seen or storage.nbytes() != value.numel() * value.element_size()
+    seen.add(storage.data_ptr())
+    return value.clone() if shared else value
+
+
+def _optimizer_state_by_index(osd: dict[str, Any], order: dict[str, int]) -> dict[str, Any]:
+    """A name-keyed (gathered) optimizer state dict as ``Optimizer.state_dict()`` writes it."""
+    seen: set[int] = set()
+    state: dict[int, Any] = {}
+    groups: list[dict[str, Any]] = []
+    n = 0
+    for g, names in zip(osd["param_groups"], _numbered_groups(osd["param_groups"], order),
+                        strict=True):
+        ids = list(range(n, n + len(names)))
+        n += len(names)
+        for i, name in zip(ids, names, strict=True):
+            if name in osd["state"]:
+                state[i] = {k: _own_storage(v, seen) for k, v in osd["state"][name].items()}
+        packed = {k: v for k, v in g.items() if k != "params"}
+        packed["params"] = ids
+        groups.append(packed)
+    return {"state": state, "param_groups": groups}
+
+
+def _optimizer_state_by_name(
+    saved: dict[str, Any], template: dict[str, Any], order: dict[str, int],
+) -> dict[str, Any]:
+    """The inverse of ``_optimizer_state_by_index``; ``template`` (name keyed) gives the names."""
+    names = _numbered_groups(template["param_groups"], order)
+    sizes = [len(g["params"]) for g in saved["param_groups"]]
+    if sizes != [len(n) for n in names]:
+        raise ValueError(f"optimizer state in the checkpoint has parameter groups of sizes {sizes}, "
+                         f"the optimizer {[len(n) for n in names]}")
+    state: dict[str, Any] = {}
+    groups: list[dict[str, Any]] = []
+    for g, group_names in zip(saved["param_groups"], names, strict=True):
+        for i, name in zip(g["params"], group_names, strict=True):
+            if i in saved["state"]:
+                state[name] = saved["state"][i]
+        packed = {k: v for k, v in g.items() if k != "params"}
+        packed["params"] = list(group_names)
+        groups.append(packed)
+    return {"state": state, "param_groups": groups}
+
+
+def _full_weights_from_disk(model: Any, folder: Path, names: dict[str, Any]) -> dict[str, Any]:
+    """The full weights to load, keyed like ``names`` (the model's state dict, possibly sharded).
+
+    A peft checkpoint holds the adapter weights only, saved without the adapter name: they are
+    mapped back to the model's keys (the other keys keep their current values). A tied copy that
+    ``save_pretrained`` left out takes the loaded value of the weight it is tied to.
+    """
+    disk = _read_weights(folder)
+    if _is_peft(model):
+        from peft import get_peft_model_state_dict
+
+        by_id = {id(v): k for k, v in names.items()}
+        saved_form = get_peft_model_state_dict(model, state_dict=names)
+        rename = {k: by_id[id(v)] for k, v in saved_form.items() if id(v) in by_id}
+        disk = {rename.get(k, k): v for k, v in disk.items()}
+    unexpected = [k for k in disk if k not in names]
+    if unexpected:
+        raise RuntimeError(f"weights in {folder} do not fit the model: unexpected {unexpected[:5]}")
+    if _is_peft(model):
+        return disk
+    ties = _tie_targets(model, names)
+    missing = [k for k in names if k not in disk]
+    real_missing = [k for k in missing if ties.get(k) not in disk]
+    if real_missing:
+        raise RuntimeError(f"weights in {folder} do not fit the model: missing {real_missing[:5]}")
+    for k in missing:
+        disk[k] = disk[ties[k]]
+    return disk
+
+
+def save_checkpoint_distributed(
+    run_dir: str | Path,
+    *,
+    acc: Any = None,
+    wrapped: Any,
+    model: Any,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    step: int,
+    config: dict[str, Any],
+    data_position: int,
+    tokenizer: Any = None,
+    keep: int = 1,
+) -> Path:
+    """``save_checkpoint`` for a sharded (FSDP) model; call it on every process.
+
+    ``wrapped`` is the model the optimizer was built over (``accelerator.prepare_model`` output,
+    or a model sharded with ``fully_shard``), ``model`` the unwrapped one (its
+    ``save_pretrained`` writes the files). The full weights and optimizer state are gathered
+    (``torch.distributed.checkpoint.state_dict.get_state_dict``; into rank 0's CPU memory for
+    GPU parameters, on every process for CPU ones), the main process (``acc.is_main_process``,
+    else rank 0) writes them in ``save_checkpoint``'s layout, and all processes wait for it.
+    Also right for DDP and for one process. Returns the checkpoint's folder on every process.
+    """
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    main, barrier = _main_and_barrier(acc)
+    gathered = get_state_dict(wrapped, optimizer, options=_gather_options(wrapped))
+    weights: dict[str, Any] = dict(gathered[0])
+    osd: dict[str, Any] = dict(gathered[1])
+    final = checkpoint_dir(run_dir) / f"step-{step:06d}"
+    if main:
+        optim_state = _optimizer_state_by_index(osd, _param_order(weights))
+        if not _is_peft(model):  # drop tied copies, as save_pretrained does without state_dict
+            for k, src in _tie_targets(model, weights).items():
+                if torch.equal(weights[k], weights[src]):
+                    weights.pop(k)
+        final = _write_checkpoint(
+            run_dir,
+            step=step,
+            write_model=lambda d: model.save_pretrained(str(d), state_dict=weights,
+                                                        safe_serialization=True),
+            trainer_state=lambda: {
+                "step": step,
+                "data_position": data_position,
+                "optimizer": optim_state,
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                "rng": rng_state(),
+            },
+            config=config,
+            tokenizer=tokenizer,
+            keep=keep,
+        )
+    barrier()
+    return final
+
+
+def load_checkpoint_distributed(
+    path: str | Path,
+    *,
+    acc: Any = None,
+    wrapped: Any,
+    model: Any,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any = None,
+    restore_rng: bool = True,
+) -> dict[str, Any]:
+    """``load_checkpoint`` for a sharded (FSDP) model; call it on every process.
+
+    Loads a checkpoint in this module's layout (from ``save_checkpoint`` or
+    ``save_checkpoint_distributed``). Every process reads the files (so each holds the full
+    weights and optimizer state in CPU memory for a moment) and keeps its shard
+    (``set_state_dict`` with ``full_state_dict=True``); the parameter names come from the
+    model's sharded state dict, which gathers nothing. (``broadcast_from_rank0`` would read the
+    files once, but with an optimizer it hangs on gloo in torch 2.13.) Every process restores the
+    scheduler and the saved RNG states. Returns the trainer state (``step``, ``data_position``,
+    ...) without the optimizer state.
+    """
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_model_state_dict,
+        get_state_dict,
+        set_model_state_dict,
+        set_state_dict,
+    )
+
+    p = Path(path)
+    _, barrier = _main_and_barrier(acc)
+    sharded = StateDictOptions(full_state_dict=False)
+    names_osd: dict[str, Any] = {}
+    if optimizer is not None:
+        names, names_osd = get_state_dict(wrapped, optimizer, options=sharded)  # type: ignore[assignment]
+    else:
+        names = get_model_state_dict(wrapped, options=sharded)
+    weights = _full_weights_from_disk(model, p / "model", names)
+    state = torch.load(p / "trainer_state.pt", map_location="cpu", weights_only=False)
+    load_opts = StateDictOptions(full_state_dict=True, strict=not _is_peft(model))
+    if optimizer is not None:
+        osd = _optimizer_state_by_name(state.pop("optimizer"), names_osd, _param_order(names))
+        del names, names_osd
+        set_state_dict(wrapped, optimizer, model_state_dict=weights, optim_state_dict=osd,
+                       options=load_opts)
+        # set_state_dict turns tuple hyperparameters (AdamW's betas) into lists: undo that.
+        for group, saved in zip(optimizer.param_groups, osd["param_groups"], strict=True):
+            for k, v in saved.items():
+                if isinstance(v, tuple) and isinstance(group.get(k), list):
+                    group[k] = tuple(group[k])
+        del osd
+    else:
+        state.pop("optimizer", None)
+        del names
+        set_model_state_dict(wrapped, weights, options=load_opts)
+    del weights
+    if scheduler is not None and state.get("scheduler") is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    if restore_rng:
+        set_rng_state(state["rng"])
+    barrier()
     return dict(state)

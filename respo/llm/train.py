@@ -56,7 +56,13 @@ from respo.baselines import (
     treerl_advantages,
 )
 from respo.buffer import Buffer, Rngs, buffer_metrics, build_buffers
-from respo.llm.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from respo.llm.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    load_checkpoint_distributed,
+    save_checkpoint,
+    save_checkpoint_distributed,
+)
 from respo.llm.config import TrainConfig, config_to_dict
 from respo.llm.data import shard, step_indices
 from respo.llm.metrics import append_jsonl, truncate_after_step, write_json_atomic
@@ -564,7 +570,11 @@ def train(
     if run_path is not None and resume:
         ckpt = latest_checkpoint(run_path)
         if ckpt is not None:
-            state = load_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler)
+            if fsdp:  # a collective: every process reads the files and keeps its shard
+                state = load_checkpoint_distributed(ckpt, acc=acc, wrapped=wrapped, model=model,
+                                                    optimizer=optimizer, scheduler=scheduler)
+            else:
+                state = load_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler)
             start_step = int(state["step"]) + 1
         if main:  # drop lines logged after the checkpoint (all of them if there is none)
             truncate_after_step(run_path / "metrics.jsonl", start_step - 1)
@@ -845,7 +855,13 @@ def train(
             every = cfg.checkpoint_every
             if last_step or (every > 0 and (step + 1) % every == 0):
                 t0 = time.perf_counter()
-                if main:
+                if fsdp:  # a collective: every process gathers, the main one writes
+                    save_checkpoint_distributed(run_path, acc=acc, wrapped=wrapped, model=model,
+                                                optimizer=optimizer, scheduler=scheduler, step=step,
+                                                config=cfg_dict,
+                                                data_position=(step + 1) * cfg.prompts_per_step,
+                                                tokenizer=parts.tokenizer, keep=cfg.keep_checkpoints)
+                elif main:
                     save_checkpoint(run_path, step=step, model=model, optimizer=optimizer,
                                     scheduler=scheduler, config=cfg_dict,
                                     data_position=(step + 1) * cfg.prompts_per_step,

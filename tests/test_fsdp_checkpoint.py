@@ -1,0 +1,180 @@
+"""Checkpoints of sharded (FSDP) models: ``save/load_checkpoint_distributed``.
+
+The main test launches 2 CPU processes (torchrun, gloo; tests/fsdp_ckpt_worker.py) and checks,
+for FSDP1 with flat parameters (accelerate's default), FSDP1 with ``use_orig_params=True`` and
+FSDP2 (``fully_shard``; also saving with ``cpu_offload=True``, the branch taken for GPU
+parameters, where only rank 0 holds the gathered state), on the tiny Llama (tied embeddings) with AdamW + LambdaLR:
+
+(a) a checkpoint saved under FSDP loads in ONE process with plain ``load_checkpoint``: weights
+    and AdamW moments exactly the gathered ones, same layout as ``save_checkpoint`` (no tied
+    ``lm_head`` copy), and one more step there matches the uninterrupted FSDP run;
+(b) resumed under FSDP (a fresh model with another init) with ``load_checkpoint_distributed``:
+    the state is exactly the saved one and one more step gives exactly (bitwise) the weights of
+    the uninterrupted 2-step FSDP run;
+(c) the other way: a ``save_checkpoint`` checkpoint (one process) resumed under FSDP.
+
+Tolerances: exact (0) for every load; 1e-6 between one process and FSDP after a step (float
+rounding of the gradient reduction; measured 1e-8 .. 6e-8 with the worker's AdamW eps 1e-3).
+
+Limit: accelerate does not shard on the CPU (``Accelerator(cpu=True)`` with an FSDP plugin or
+``ACCELERATE_USE_FSDP=true`` stays ``MULTI_CPU``), so the worker wraps the model with the torch
+FSDP classes accelerate uses. No GPU here: the ``cpu_offload=True`` gather is run with FSDP2 on
+the CPU only (FSDP1's offload path fails on CPU parameters, see ``_gather_options``).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from llm_fixtures import tiny_lm
+
+from respo.llm.checkpoint import (
+    load_checkpoint,
+    load_checkpoint_distributed,
+    save_checkpoint,
+    save_checkpoint_distributed,
+)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKER = ROOT / "tests" / "fsdp_ckpt_worker.py"
+MODES = ["fsdp1", "fsdp1-orig", "fsdp2", "fsdp2-offload"]
+
+
+def _run(cmd: list[str], timeout: float = 300) -> None:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    assert proc.returncode == 0, out[-3000:] + err[-3000:]
+
+
+def test_fsdp_checkpoint_round_trips_on_two_cpu_processes(tmp_path):
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    if torchrun is None:
+        pytest.skip("torchrun not found next to the python executable")
+    _run([torchrun, "--standalone", "--nproc_per_node", "2", str(WORKER), str(tmp_path), *MODES])
+    for mode in MODES:
+        r = json.loads((tmp_path / f"{mode}.json").read_text())
+        # (a) one process, plain load_checkpoint, save_checkpoint's layout
+        assert (r["saved_keys"], r["saved_has_lm_head"]) == (20, False), mode
+        assert (r["a_step"], r["a_data_position"]) == (0, 4), mode
+        assert r["a_weights_diff"] == 0.0 and r["a_optim_diff"] == 0.0, (mode, r)
+        assert r["a_shared_storages"] == 0, mode
+        assert r["a_resumed_vs_ref"] < 1e-6, (mode, r["a_resumed_vs_ref"])
+        assert r["a_lr"][0] == r["a_lr"][1], mode
+        # (b) resumed under FSDP: exact
+        assert r["b_step"] == 0, mode
+        assert r["b_loaded_vs_saved"] == 0.0 and r["b_optim_loaded_vs_saved"] == 0.0, (mode, r)
+        assert r["b_resumed_vs_ref"] == 0.0, (mode, r["b_resumed_vs_ref"])
+        assert r["b_lr"][0] == r["b_lr"][1], mode
+        # (c) a one-process checkpoint resumed under FSDP
+        assert r["c_step"] == 0, mode
+        assert r["c_loaded_vs_saved"] == 0.0 and r["c_optim_loaded_vs_saved"] == 0.0, (mode, r)
+        assert r["c_resumed_vs_ref"] < 1e-6, (mode, r["c_resumed_vs_ref"])
+
+
+def _trained(seed: int = 0):
+    model = copy.deepcopy(tiny_lm(seed))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 / (1.0 + s))
+    x = torch.tensor([[5, 6, 7, 8, 9]])
+    model(input_ids=x, labels=x).loss.backward()
+    opt.step()
+    sched.step()
+    opt.zero_grad(set_to_none=True)
+    return model, opt, sched
+
+
+def _same_files(a: Path, b: Path) -> None:
+    from safetensors.torch import load_file
+
+    wa, wb = load_file(str(a / "model" / "model.safetensors")), load_file(str(b / "model" / "model.safetensors"))
+    assert wa.keys() == wb.keys()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    sa = torch.load(a / "trainer_state.pt", weights_only=False)
+    sb = torch.load(b / "trainer_state.pt", weights_only=False)
+    assert sa.keys() == sb.keys()
+    assert sa["scheduler"] == sb["scheduler"] and sa["step"] == sb["step"]
+    oa, ob = sa["optimizer"], sb["optimizer"]
+    assert oa["param_groups"] == ob["param_groups"]
+    assert oa["state"].keys() == ob["state"].keys()
+    for i in oa["state"]:
+        for k in oa["state"][i]:
+            assert torch.equal(oa["state"][i][k], ob["state"][i][k]), (i, k)
+    assert sorted(p.name for p in (a / "model").iterdir()) == sorted(p.name for p in (b / "model").iterdir())
+
+
+def test_distributed_functions_in_one_process_match_the_plain_ones(tmp_path):
+    """Without a process group they write and read exactly what the plain functions do."""
+    model, opt, sched = _trained()
+    plain = save_checkpoint(tmp_path / "plain", step=3, model=model, optimizer=opt, scheduler=sched,
+                            config={"x": 1}, data_position=8)
+    dist = save_checkpoint_distributed(tmp_path / "dist", wrapped=model, model=model, optimizer=opt,
+                                       scheduler=sched, step=3, config={"x": 1}, data_position=8)
+    _same_files(plain, dist)
+
+    m1, o1, s1 = _trained(1)
+    m2, o2, s2 = _trained(1)
+    st1 = load_checkpoint(plain, model=m1, optimizer=o1, scheduler=s1)
+    st2 = load_checkpoint_distributed(plain, wrapped=m2, model=m2, optimizer=o2, scheduler=s2)
+    assert (st2["step"], st2["data_position"]) == (st1["step"], st1["data_position"]) == (3, 8)
+    for (k, a), (k2, b) in zip(m1.state_dict().items(), m2.state_dict().items(), strict=True):
+        assert k == k2 and torch.equal(a, b), k
+    assert m2.lm_head.weight is m2.model.embed_tokens.weight  # still tied
+    d1, d2 = o1.state_dict(), o2.state_dict()
+    assert d1["param_groups"] == d2["param_groups"]
+    for i in d1["state"]:
+        for k in d1["state"][i]:
+            assert torch.equal(d1["state"][i][k], d2["state"][i][k]), (i, k)
+    assert s1.state_dict() == s2.state_dict()
+
+
+PEFT_WARNING = "ignore:.*is_gradient_checkpointing.*:FutureWarning"  # peft 0.21 on transformers 5
+
+
+@pytest.mark.filterwarnings(PEFT_WARNING)
+def test_distributed_functions_keep_lora_checkpoints_adapters(tmp_path):
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    def lora(seed: int):
+        return get_peft_model(copy.deepcopy(tiny_lm(0)), LoraConfig(
+            r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM",
+            init_lora_weights=False, lora_dropout=0.0)) if seed == 0 else get_peft_model(
+            copy.deepcopy(tiny_lm(0)), LoraConfig(r=4, lora_alpha=8, target_modules="all-linear",
+                                                  task_type="CAUSAL_LM", lora_dropout=0.0))
+
+    model = lora(0)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    x = torch.tensor([[5, 6, 7, 8]])
+    model(input_ids=x, labels=x).loss.backward()
+    opt.step()
+    path = save_checkpoint_distributed(tmp_path, wrapped=model, model=model, optimizer=opt,
+                                       scheduler=None, step=0, config={}, data_position=0)
+    assert (path / "model" / "adapter_config.json").exists()
+    again = PeftModel.from_pretrained(copy.deepcopy(tiny_lm(0)), str(path / "model"))
+    torch.testing.assert_close(again(input_ids=x).logits, model(input_ids=x).logits)
+
+    other = lora(1)  # LoRA B = 0: a different adapter
+    opt2 = torch.optim.AdamW([p for p in other.parameters() if p.requires_grad], lr=1e-3)
+    load_checkpoint_distributed(path, wrapped=other, model=other, optimizer=opt2)
+    torch.testing.assert_close(other(input_ids=x).logits, model(input_ids=x).logits, rtol=0, atol=0)
+    d1, d2 = opt.state_dict(), opt2.state_dict()
+    assert d1["state"].keys() == d2["state"].keys()
+    for i in d1["state"]:
+        assert torch.equal(d1["state"][i]["exp_avg"], d2["state"][i]["exp_avg"]), i
