@@ -301,6 +301,22 @@ def test_vllm_options_are_validated() -> None:
     cfg = TrainConfig(model=ModelConfig(lora_rank=8),
                       sampling=SamplingConfig(backend="vllm", vllm_adapter_dir="adapters"))
     assert cfg.sampling.vllm_adapter_dir == "adapters"
+    for name in ("smollm2", "sft-warmup:400"):  # built by respo: vLLM cannot load them by name
+        with pytest.raises(ValueError, match="vLLM"):
+            TrainConfig(model=ModelConfig(name=name), sampling=SamplingConfig(backend="vllm"))
+
+
+def test_each_process_syncs_adapters_into_its_own_folder(monkeypatch: pytest.MonkeyPatch) -> None:
+    from respo.llm.train_parts import process_adapter_dir
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert process_adapter_dir("ad") == Path("ad") and process_adapter_dir(None) is None
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    seen = set()
+    for rank in range(4):
+        monkeypatch.setenv("RANK", str(rank))
+        seen.add(process_adapter_dir("ad"))
+    assert seen == {Path("ad") / f"rank{r}" for r in range(4)}
 
 
 def test_code_rewards_come_from_the_sandboxed_tests(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

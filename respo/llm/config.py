@@ -298,6 +298,12 @@ class TrainConfig:
             raise ValueError(f"kl_coef must be a finite number >= 0, got {self.kl_coef}")
         if self.data_file is not None and not self.data_file.strip():
             raise ValueError("data_file must be a path or None, got an empty string")
+        if self.sampling.backend == "vllm" and (self.model.name == "smollm2"
+                                                 or self.model.name.startswith("sft-warmup")):
+            # (``tiny`` stays allowed: the tests drive the vLLM path with a fake engine on it.)
+            raise ValueError(f"sampling.backend='vllm' loads model.name with vLLM, which needs a hub id or "
+                             f"a folder of weights; {self.model.name!r} is built by respo (use the "
+                             "transformers backend, or the folder respo converted it to)")
         if self.sampling.vllm_adapter_dir is not None and self.model.lora_rank < 1:
             raise ValueError("sampling.vllm_adapter_dir (LoRA sync) needs model.lora_rank > 0")
 

@@ -145,6 +145,19 @@ def build_model(cfg: TrainConfig) -> tuple[Any, Any]:
     return model, tok
 
 
+def process_adapter_dir(base: str | Path | None) -> Path | None:
+    """This process's folder for synced LoRA adapters: ``base`` itself in a single process,
+    ``base/rank<R>`` under torchrun (``WORLD_SIZE`` > 1), so colocated engines never write or prune
+    each other's adapter versions."""
+    import os
+
+    if base is None:
+        return None
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return Path(base) / f"rank{int(os.environ.get('RANK', '0'))}"
+    return Path(base)
+
+
 def make_vllm_engine(cfg: TrainConfig) -> Any:
     """The colocated ``vllm.LLM`` of ``cfg.sampling.backend == "vllm"`` (ImportError naming the
     extra ``pip install 'respo[vllm]'`` when vLLM is missing).
@@ -205,7 +218,7 @@ def build_parts(cfg: TrainConfig, *, device: Any = "cpu") -> Parts:
 
         eos = eos_ids_of(getattr(model, "generation_config", None), tok)
         backend = VLLMBackend(engine, tokenizer=tok, eos_ids=eos,
-                              adapter_dir=s.vllm_adapter_dir)
+                              adapter_dir=process_adapter_dir(s.vllm_adapter_dir))
     else:
         backend = HFBackend(model, tok, device=str(device))
     scfg = SampleConfig(max_new_tokens=s.max_response_tokens, temperature=s.temperature, top_p=s.top_p,
