@@ -93,7 +93,8 @@ def write_run(folder: Path, variant: str, seed: int, greedy: tuple[float, float,
     lines, rolls = [], []
     for s in range(STEPS):
         m: dict[str, Any] = {"step": s, "variant": variant, "g1/pass_rate": 0.5 + 0.1 * s,
-                             "tokens/generated": 100.0, "reward/fresh_generated_mean": 0.5}
+                             "tokens/generated": 100.0, "tokens/trained": 60.0,
+                             "reward/fresh_generated_mean": 0.5}
         if variant != "grpo":
             m.update({"g2/pass_rate": 0.25 * (s % 3), "g2/count": 8.0,
                       "loc/beta": 0.5, "loc/gamma": 0.25 if s % 2 else None})
@@ -366,9 +367,19 @@ def test_main_table_rows_and_markdown(suite: Suite) -> None:
     assert rows["oracle"]["n"] == 1 and math.isnan(rows["oracle"]["greedy_ci"])
     assert rows["srpo"]["greedy0"] == pytest.approx(0.1) and rows["srpo"]["sampled0"] == pytest.approx(0.05)
     assert rows["grpo"]["gen_tokens"] == pytest.approx(400)
+    assert rows["grpo"]["trained_tokens"] == pytest.approx(240)
+    assert not [n for n in t.notes if "deviations" in n]  # no baseline in this suite
     md = t.to_markdown()
     assert "| oracle | 1 | 0.700 ± nan |" in md and "Single seed (CI = nan): oracle." in md
     assert "| grpo | 2 | 0.400 ± 1.271 |" in md
+
+
+def test_each_published_baseline_lists_its_deviations_under_the_table() -> None:
+    from respo.variants import VARIANTS
+
+    notes = report.deviation_notes(["grpo", "treerl", "srpo", "critique-grpo"])
+    assert [n.split(" deviations:")[0] for n in notes] == ["treerl", "critique-grpo"]
+    assert all(d in notes[0] for d in VARIANTS["treerl"].deviations)
 
 
 def test_split_pairing_clip_tables(suite: Suite) -> None:

@@ -32,11 +32,15 @@ Groups = Mapping[str, Sequence[Run]]
 METHOD_COLORS: dict[str, str] = {
     "grpo": "0.45", "rrpo": "C0", "srpo": "C2", "oracle": "C1",
     "srpo-2x4": "C4", "srpo-1x8": "C5", "rrpo-2x4": "C9", "rrpo-1x8": "C6",
+    "spo-tree": "C3", "treerl": "C8", "score": "C6", "critique-grpo": "C9",
 }
 METHOD_LABELS: dict[str, str] = {
     "grpo": "GRPO", "rrpo": "RRPO (uniform reset)", "srpo": "SRPO (self-localized reset)",
-    "oracle": "oracle reset",
+    "oracle": "oracle reset", "spo-tree": "SPO-Tree", "treerl": "TreeRL", "score": "SCoRe",
+    "critique-grpo": "Critique-GRPO",
 }
+BASELINES: tuple[str, ...] = ("spo-tree", "treerl", "score", "critique-grpo")
+"""The paper's published baselines (drawn dashed)."""
 PAPER_GRAD_RATIO = 2.5
 """The paper's suffix/fresh per-token gradient ratio in one update (method.md section 7)."""
 
@@ -115,8 +119,9 @@ def plot_validation_curves(groups: Groups, *,
         curves = report.method_curves(groups, metric)
         if not curves:
             _no_data(ax, f"no eval/{metric} logged")
-        for m, c in curves.items():
-            _band(ax, c, method_color(m), method_label(m, len(groups[m])))
+        for m, c in curves.items():  # the published baselines dashed
+            _band(ax, c, method_color(m), method_label(m, len(groups[m])),
+                  ls="--" if m in BASELINES else "-")
         notes = []
         if "grpo" in curves:
             base = curves["grpo"]
