@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import shutil
 import signal
@@ -178,3 +179,108 @@ def test_distributed_functions_keep_lora_checkpoints_adapters(tmp_path):
     assert d1["state"].keys() == d2["state"].keys()
     for i in d1["state"]:
         assert torch.equal(d1["state"][i]["exp_avg"], d2["state"][i]["exp_avg"]), i
+
+
+# -- the trainer's FSDP path, end to end (tests/fsdp_train_worker.py) ---------------------------
+#
+# ``respo.llm.train.train`` under FSDP on 2 CPU processes (torchrun, gloo): a real
+# ``Accelerator(cpu=True)`` whose state is switched to FSDP1 the way accelerate does it on GPUs
+# (see the worker's docstring), so ``prepare_model`` shards with ``FullyShardedDataParallel`` and
+# checkpoints go through ``save/load_checkpoint_distributed``. Variants grpo (token-mean) and srpo
+# (seq-mean-token-mean, with resets), the fake token sampler and the tiny Llama of the DP test.
+
+TRAIN_WORKER = ROOT / "tests" / "fsdp_train_worker.py"
+TRAIN_VARIANTS = ["grpo", "srpo"]
+
+
+def _torchrun() -> str:
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    if torchrun is None:
+        pytest.skip("torchrun not found next to the python executable")
+    return torchrun
+
+
+def _weights_of(path: str | Path) -> dict[str, torch.Tensor]:
+    """A checkpoint's weights, loaded in this one process with the plain ``load_checkpoint``."""
+    model = copy.deepcopy(tiny_lm(0))
+    load_checkpoint(path, model=model, restore_rng=False)
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _same_metrics(a: dict, b: dict, *, rel: float, where: str) -> None:
+    """Every metric but the timings: floats within ``rel`` (relative), the rest equal
+    (``metrics.jsonl`` writes NaN as null)."""
+    keys = {k for k in a if not k.startswith("time/")}
+    assert keys == {k for k in b if not k.startswith("time/")}, (where, sorted(keys ^ set(b)))
+    for k in sorted(keys):
+        if {type(a[k]), type(b[k])} == {float, type(None)}:
+            assert math.isnan(a[k] if b[k] is None else b[k]), (where, k, a[k], b[k])
+        elif isinstance(a[k], float):
+            assert b[k] == pytest.approx(a[k], rel=rel, abs=1e-9, nan_ok=True), (where, k, a[k], b[k])
+        else:
+            assert a[k] == b[k], (where, k)
+
+
+def test_trainer_fsdp_path_resumes_exactly_on_two_cpu_processes(tmp_path):
+    """Both runs finish under FSDP; a run stopped after step 0 and resumed from its (FSDP)
+    checkpoint logs the uninterrupted run's step-1 metrics and ends with its weights; the final
+    checkpoint loads in one process; and training moved the weights (not a vacuous equality).
+    Tolerance 1e-6 relative (the same sharding and reduction order on both runs: measured exact)."""
+    _run([_torchrun(), "--standalone", "--nproc_per_node", "2", str(TRAIN_WORKER), str(tmp_path),
+          *TRAIN_VARIANTS])
+    init = {k: v.detach() for k, v in tiny_lm(0).state_dict().items()}
+    for v in TRAIN_VARIANTS:
+        r = json.loads((tmp_path / f"{v}-fsdp.json").read_text())
+        assert (r["variant"], r["world"], r["fsdp"]) == (v, 2, True)
+        full, resumed = r["rows"]["full"][0], r["rows"]["resumed"][0]  # process 0's rows
+        assert [row["step"] for row in full] == [0, 1], v
+        assert [row["step"] for row in resumed] == [1], v  # it resumed, not restarted
+        _same_metrics(full[1], resumed[0], rel=1e-6, where=f"{v} step 1")
+        for k in ("loss/loss", "loss/grad_norm", "reward/trained_mean", "tokens/trained"):
+            assert k in resumed[0], (v, k)
+        # The resumed run's log: the first leg's step 0 (kept), then the resumed step 1.
+        log = [json.loads(line) for line in
+               (tmp_path / "fsdp" / v / "resumed" / "metrics.jsonl").read_text().splitlines()]
+        assert [row["step"] for row in log] == [0, 1], v
+        _same_metrics(full[0], log[0], rel=1e-6, where=f"{v} step 0 (log)")
+
+        weights = {}
+        for name in ("full", "resumed"):
+            f = r["final"][name]
+            assert (f["step"], f["data_position"]) == (1, 4), (v, name)
+            assert f["live_vs_ckpt"] == 0.0, (v, name)  # the checkpoint holds the trained weights
+            weights[name] = _weights_of(f["path"])  # loads in one process (this one)
+            total = sum(float(t.double().sum()) for t in weights[name].values())
+            assert total == pytest.approx(f["sum"], rel=1e-12), (v, name)  # what rank 0 loaded
+        assert weights["full"].keys() == weights["resumed"].keys() == init.keys()
+        for k, w in weights["full"].items():
+            torch.testing.assert_close(weights["resumed"][k], w, rtol=1e-6, atol=1e-8,
+                                       msg=f"{v} {k}")
+        moved = {k: float((w - init[k]).abs().max()) for k, w in weights["full"].items()}
+        assert all(d > 0 for d in moved.values()), (v, [k for k, d in moved.items() if d == 0])
+        assert max(moved.values()) > 1e-4, (v, max(moved.values()))
+        assert r["final"]["full"]["sha256"] != r["init"]["sha256"], v
+
+
+def test_trainer_fsdp_path_matches_one_process(tmp_path):
+    """FSDP on 2 processes trains what one process trains (as DDP does, tests/test_llm_dp.py):
+    every process logs the same metrics, and they and the final weights match a one-process run
+    within 1e-5 (float rounding of the reductions). 4 prompts per step: 2 mini-batches, so the
+    second one's old log-probs come from the no-grad forward before the update."""
+    _run([_torchrun(), "--standalone", "--nproc_per_node", "2", str(TRAIN_WORKER), str(tmp_path),
+          *TRAIN_VARIANTS, "--prompts-per-step", "4", "--no-resume"])
+    _run([sys.executable, str(TRAIN_WORKER), str(tmp_path), *TRAIN_VARIANTS,
+          "--prompts-per-step", "4"])
+    for v in TRAIN_VARIANTS:
+        two = json.loads((tmp_path / f"{v}-fsdp.json").read_text())
+        one = json.loads((tmp_path / f"{v}-single.json").read_text())
+        assert (one["world"], one["fsdp"], two["world"], two["fsdp"]) == (1, False, 2, True)
+        rank0, rank1 = two["rows"]["full"]
+        for a, b in zip(rank0, rank1, strict=True):
+            _same_metrics(a, b, rel=0.0, where=f"{v} step {a['step']}, process 1 vs 0")
+        for a, b in zip(one["rows"]["full"][0], rank0, strict=True):
+            _same_metrics(a, b, rel=1e-5, where=f"{v} step {a['step']}, FSDP vs one process")
+        w1 = _weights_of(one["final"]["full"]["path"])
+        w2 = _weights_of(two["final"]["full"]["path"])
+        for k, p in w1.items():
+            torch.testing.assert_close(w2[k], p, rtol=0, atol=1e-5, msg=f"{v} {k}")

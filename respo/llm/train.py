@@ -128,11 +128,15 @@ def is_fsdp(acc: Any) -> bool:
 def push_weights(sync: Callable[..., None], model: Any, wrapped: Any, acc: Any, *, fsdp: bool) -> None:
     """Hand the current weights to a generation engine's ``sync_weights`` (``VLLMBackend``).
 
-    Under FSDP each process holds a shard, so the full state dict is gathered first
-    (``accelerator.get_state_dict``, a collective on every process) and passed as ``state_dict``.
+    Under FSDP each process holds a shard, so the full state dict is gathered first (a collective
+    on every process) and passed as ``state_dict``. Every process gets all of it, because each
+    colocated engine is fed by its own process (accelerate's ``get_state_dict`` would hand the
+    weights to process 0 only, leaving the other engines on stale weights).
     """
     if fsdp:
-        sync(model, state_dict=acc.get_state_dict(wrapped))
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        sync(model, state_dict=get_model_state_dict(wrapped, options=StateDictOptions(full_state_dict=True)))
     else:
         sync(model)
 
@@ -544,6 +548,9 @@ def train(
     # A backend that holds its own copy of the weights (vLLM) gets the trained ones after updates.
     sync_weights = getattr(getattr(parts.sampler, "backend", None), "sync_weights", None)
     fsdp = world > 1 and is_fsdp(acc)
+    ref_model = None  # copied before FSDP shards the parameters
+    if cfg.kl_coef > 0 and not hasattr(model, "disable_adapter"):
+        ref_model = copy.deepcopy(model).eval().requires_grad_(False)
     wrapped = model
     if fsdp:
         # FSDP shards (replaces) the parameters when it wraps the model, so the optimizer must be
@@ -552,13 +559,12 @@ def train(
         params = [p for p in wrapped.parameters() if p.requires_grad]
     else:
         params = [p for p in model.parameters() if p.requires_grad]
+    # No-grad forwards: under FSDP the sharded parameters only work through the wrapper.
+    fwd = wrapped if fsdp else model
     optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, betas=cfg.optim.betas,
                                   weight_decay=cfg.optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_lambda(cfg.optim.schedule, cfg.optim.warmup_steps, cfg.total_optimizer_steps))
-    ref_model = None
-    if cfg.kl_coef > 0 and not hasattr(model, "disable_adapter"):
-        ref_model = copy.deepcopy(model).eval().requires_grad_(False)
     keep = accepts_logits_to_keep(model)
     keep_ref = ref_model is not None and accepts_logits_to_keep(ref_model)
 
@@ -651,7 +657,7 @@ def train(
                     # The first mini-batch is trained before any update of this step, so its old
                     # log-probs are its own forward, detached (the same function: no dropout).
                     if mi > 0 or prob_mask > 0:
-                        m.old_logp = _logp(model, m, temperature, ac_dtype, keep)
+                        m.old_logp = _logp(fwd, m, temperature, ac_dtype, keep)
                     if prob_mask > 0:  # SPO's probability mask: confident tokens are not trained
                         m.mask = m.mask & (m.old_logp.exp() < prob_mask)
                     if cfg.kl_coef > 0:
@@ -660,7 +666,7 @@ def train(
                         else:
                             peft_model: Any = model
                             with peft_model.disable_adapter():
-                                m.ref_logp = _logp(model, m, temperature, ac_dtype, keep)
+                                m.ref_logp = _logp(fwd, m, temperature, ac_dtype, keep)
         t_prep = time.perf_counter() - t0
 
         # -- gradient diagnostics (pre-update weights) -------------------------------------------
@@ -673,9 +679,11 @@ def train(
             for mb, mwhere in zip(minibatches, micro_chains, strict=True):
                 n_tok = torch.stack([m.mask.sum() for m in mb]).sum().float()
                 n_seq = torch.tensor(float(sum(m.ids.shape[0] for m in mb)), device=device)
+                if world > 1:  # the mini-batch's global counts, as one process would see them
+                    n_tok, n_seq = _all_reduce(n_tok, "sum"), _all_reduce(n_seq, "sum")
                 norm = n_tok.clamp_min(1.0) if obj.agg == "token-mean" else n_seq
                 for m, where in zip(mb, mwhere, strict=True):
-                    g = token_grad_magnitudes(model, m, loss_fn, agg=obj.agg, norm=norm,
+                    g = token_grad_magnitudes(fwd, m, loss_fn, agg=obj.agg, norm=norm,
                                               temperature=temperature, dtype=ac_dtype, keep=keep,
                                               clip_eps=cfg.clip_eps, clip_c=cfg.clip_c).double()
                     for row, (bi, ci) in enumerate(where):
@@ -746,7 +754,12 @@ def train(
                     st["entropy_proxy"] = masked_mean(-logp.detach(), m.mask)
                     stats.add(st, m.mask.sum())
                 max_norm = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
-                gn = torch.nn.utils.clip_grad_norm_(params, max_norm)
+                if fsdp and hasattr(wrapped, "clip_grad_norm_"):  # FSDP1: the norm over all shards
+                    gn = wrapped.clip_grad_norm_(max_norm)
+                else:
+                    gn = torch.nn.utils.clip_grad_norm_(params, max_norm)
+                    if hasattr(gn, "full_tensor"):  # FSDP2 / DTensor parameters
+                        gn = gn.full_tensor()
                 finite &= torch.isfinite(gn)
                 if world > 1:
                     finite = _all_reduce(finite.float(), "min") > 0
