@@ -1,8 +1,8 @@
 """Worker for tests/test_fsdp_checkpoint.py: ``respo.llm.train.train`` on its FSDP path, 2 CPU processes.
 
 Run as ``torchrun --nproc_per_node 2 tests/fsdp_train_worker.py OUT VARIANT... [--prompts-per-step
-N] [--no-resume]`` (FSDP over gloo), or with ``python`` instead of torchrun (one process, the
-plain path: the reference an FSDP run should match).
+N] [--no-resume] [--sync]`` (FSDP over gloo), or with ``python`` instead of torchrun (one process,
+the plain path: the reference an FSDP run should match).
 
 accelerate does not shard on the CPU: ``Accelerator(cpu=True)`` stays ``MULTI_CPU`` even with an
 FSDP plugin, because ``AcceleratorState`` promotes only multi-accelerator types to ``FSDP``. The
@@ -33,6 +33,14 @@ checkpoint (``final[run]``: path, step, data position, and the summary of its we
 with the plain ``load_checkpoint`` into a fresh tiny model in this process: sha256 over all
 tensors, sum, sum of squares, and ``live_vs_ckpt``, the largest difference between them and the
 full weights gathered from the live FSDP model). ``init`` is the summary of the initial weights.
+
+``--sync``: the fake sampler gets a ``backend`` with a ``sync_weights(model, *, state_dict=None)``
+method (``PushRecorder``, shaped like ``VLLMBackend.sync_weights``), so ``train()`` pushes the
+weights through ``push_weights`` after every step's updates and once after a resume; the run keeps
+every checkpoint (``keep_checkpoints=10``). Each process records what every call received (see
+``PushRecorder.sync_weights``); the main process gathers the records of all processes and adds
+``pushes[run][rank]`` (a list over calls, in order, of every leg: ``leg`` = 0 for the first)
+and ``ckpts[run]`` (the paths of all the run's checkpoints, by step) to the JSON.
 """
 
 from __future__ import annotations
@@ -52,7 +60,7 @@ torch.set_num_threads(1)
 from llm_fixtures import tiny_lm  # noqa: E402
 from llm_train_fakes import fake_parts  # noqa: E402
 
-from respo.llm.checkpoint import latest_checkpoint, load_checkpoint  # noqa: E402
+from respo.llm.checkpoint import checkpoint_dir, latest_checkpoint, load_checkpoint  # noqa: E402
 from respo.llm.config import OptimConfig, TrainConfig  # noqa: E402
 from respo.llm.train import is_fsdp, train  # noqa: E402
 
@@ -80,9 +88,39 @@ def fsdp_accelerator():
     return acc
 
 
-def config(variant: str, steps: int, prompts_per_step: int = 2) -> TrainConfig:
+def config(variant: str, steps: int, prompts_per_step: int = 2, keep: int = 1) -> TrainConfig:
     return TrainConfig(variant=variant, steps=steps, prompts_per_step=prompts_per_step, minibatch_prompts=2,
-                       micro_batch_chains=4, checkpoint_every=1, optim=OptimConfig(lr=1e-3))
+                       micro_batch_chains=4, checkpoint_every=1, keep_checkpoints=keep,
+                       optim=OptimConfig(lr=1e-3))
+
+
+def tensor_sha(t: torch.Tensor) -> str:
+    """sha256 of a tensor's values as float32 bytes (tests/test_fsdp_checkpoint.py hashes alike)."""
+    return hashlib.sha256(t.detach().cpu().float().contiguous().numpy().tobytes()).hexdigest()
+
+
+class PushRecorder:
+    """A generation backend that holds its own weights (like ``VLLMBackend``): records every push.
+
+    ``sync_weights`` keeps, per call, what it received: whether a ``state_dict`` was given, whether
+    ``model`` is the unwrapped model of the run (``expected``), and per key the tensor type, shape,
+    dtype, sha256 (``tensor_sha``), sum and sum of squares. The records are plain JSON.
+    """
+
+    def __init__(self, expected: torch.nn.Module, leg: int) -> None:
+        self.expected, self.leg = expected, leg
+        self.calls: list[dict] = []
+
+    def sync_weights(self, model, *, state_dict=None) -> None:
+        rec: dict = {"leg": self.leg, "state_dict_given": state_dict is not None,
+                     "model_is_unwrapped": model is self.expected}
+        sd = state_dict if state_dict is not None else model.state_dict()
+        rec["n_keys"] = len(sd)
+        rec["keys"] = {k: {"type": type(v).__name__, "shape": list(v.shape), "dtype": str(v.dtype),
+                           "sha256": tensor_sha(v), "sum": float(v.detach().double().sum()),
+                           "sumsq": float(v.detach().double().square().sum())}
+                       for k, v in sd.items()}
+        self.calls.append(rec)
 
 
 def summary(state: dict[str, torch.Tensor]) -> dict:
@@ -108,11 +146,16 @@ def live_weights(acc, model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def run(acc, variant: str, run_dir: Path, steps: int, prompts_per_step: int, *,
-        resume: bool = False):
-    cfg = config(variant, steps, prompts_per_step)
+        resume: bool = False, sync_leg: int | None = None):
+    """One ``train()`` call; with ``sync_leg`` (``--sync``) the sampler's backend records pushes."""
+    cfg = config(variant, steps, prompts_per_step, keep=1 if sync_leg is None else 10)
     parts = fake_parts(tiny_lm(0), cfg.variant_row.localizer)
+    recorder = None
+    if sync_leg is not None:  # TokenCoinSampler has no backend: train() finds sync_weights here
+        recorder = PushRecorder(parts.model, sync_leg)
+        parts.sampler.backend = recorder
     rows = list(train(cfg, parts, run_dir=run_dir, resume=resume, accelerator=acc))
-    return rows, live_weights(acc, parts.model)
+    return rows, live_weights(acc, parts.model), (recorder.calls if recorder is not None else [])
 
 
 def final(run_dir: Path, live: dict[str, torch.Tensor]) -> dict:
@@ -138,6 +181,13 @@ def gather_rows(acc, rows: list[dict]) -> list[list[dict]]:
     return out
 
 
+def gather_pushes(calls: list[dict]) -> list[list[dict]]:
+    """Every process's push records, by process index (accelerate's ``gather_object``)."""
+    from accelerate.utils import gather_object
+
+    return gather_object([calls])  # one list per process, concatenated in process order
+
+
 def main(argv: list[str]) -> None:
     import argparse
     import os
@@ -147,6 +197,8 @@ def main(argv: list[str]) -> None:
     ap.add_argument("variants", nargs="+")
     ap.add_argument("--prompts-per-step", type=int, default=2)
     ap.add_argument("--no-resume", action="store_true", help="only the uninterrupted run")
+    ap.add_argument("--sync", action="store_true",
+                    help="the sampler's backend has sync_weights: record every weight push")
     args = ap.parse_args(argv)
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if distributed:
@@ -164,15 +216,25 @@ def main(argv: list[str]) -> None:
         runs = {"full": [(2, False)]}
         if distributed and not args.no_resume:
             runs["resumed"] = [(1, False), (2, True)]
+        if args.sync:
+            res["pushes"], res["ckpts"] = {}, {}
         for name, legs in runs.items():
             run_dir = out / tag / variant / name
             rows: list[dict] = []
             live: dict[str, torch.Tensor] = {}
-            for steps, resume in legs:
-                rows, live = run(acc, variant, run_dir, steps, args.prompts_per_step, resume=resume)
+            calls: list[dict] = []
+            for leg, (steps, resume) in enumerate(legs):
+                rows, live, leg_calls = run(acc, variant, run_dir, steps, args.prompts_per_step,
+                                            resume=resume, sync_leg=leg if args.sync else None)
+                calls += leg_calls
             res["rows"][name] = gather_rows(acc, rows)  # the last leg's rows
+            if args.sync:
+                res["pushes"][name] = gather_pushes(calls)  # every leg's
             if acc.is_main_process:
                 res["final"][name] = final(run_dir, live)
+                if args.sync:
+                    res["ckpts"][name] = {int(p.name.split("-")[1]): str(p) for p in
+                                          sorted(checkpoint_dir(run_dir).glob("step-*"))}
             acc.wait_for_everyone()
         if acc.is_main_process:
             (out / f"{variant}-{tag}.json").write_text(json.dumps(res, indent=1))

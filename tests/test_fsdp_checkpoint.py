@@ -284,3 +284,54 @@ def test_trainer_fsdp_path_matches_one_process(tmp_path):
         w2 = _weights_of(two["final"]["full"]["path"])
         for k, p in w1.items():
             torch.testing.assert_close(w2[k], p, rtol=0, atol=1e-5, msg=f"{v} {k}")
+
+
+def _tensor_sha(t: torch.Tensor) -> str:
+    """The worker's ``tensor_sha``: sha256 of the values as float32 bytes."""
+    import hashlib
+
+    return hashlib.sha256(t.detach().cpu().float().contiguous().numpy().tobytes()).hexdigest()
+
+
+def test_trainer_fsdp_path_pushes_full_weights_to_every_process(tmp_path):
+    """``push_weights`` under FSDP1 (flat parameters): the sampler's backend has a
+    ``sync_weights(model, *, state_dict=None)`` (``VLLMBackend``'s signature; the worker's
+    ``--sync`` recorder). Every process gets exactly one push per step, after the step's updates,
+    plus one right after a resume; each push is the FULL state dict (gathered with
+    ``get_model_state_dict(full_state_dict=True)``: every key of the plain model's ``state_dict``,
+    the tied ``lm_head.weight`` included, plain tensors of unsharded shape), the same bytes on
+    both processes, and exactly the weights of that step's checkpoint loaded in one process."""
+    _run([_torchrun(), "--standalone", "--nproc_per_node", "2", str(TRAIN_WORKER), str(tmp_path),
+          "grpo", "--sync"])
+    r = json.loads((tmp_path / "grpo-fsdp.json").read_text())
+    assert (r["world"], r["fsdp"]) == (2, True)
+    plain = tiny_lm(0).state_dict()
+    assert "lm_head.weight" in plain  # tied: get_model_state_dict keeps the copy, like state_dict
+    init = {k: _tensor_sha(v) for k, v in plain.items()}
+    ckpt_sha = {name: {int(s): {k: _tensor_sha(v) for k, v in _weights_of(p).items()}
+                       for s, p in paths.items()} for name, paths in r["ckpts"].items()}
+    # full: steps 0, 1 in one leg; resumed: step 0 (leg 0), then the resume push and step 1 (leg 1).
+    expected = {"full": [(0, 0), (0, 1)], "resumed": [(0, 0), (1, 0), (1, 1)]}  # (leg, ckpt step)
+    for name, per_process in r["pushes"].items():
+        assert len(per_process) == 2, name
+        assert sorted(ckpt_sha[name]) == [0, 1], (name, r["ckpts"][name])
+        for rank, calls in enumerate(per_process):
+            assert [c["leg"] for c in calls] == [leg for leg, _ in expected[name]], (name, rank)
+            for i, (c, (_, step)) in enumerate(zip(calls, expected[name], strict=True)):
+                where = (name, rank, i)
+                assert c["state_dict_given"] and c["model_is_unwrapped"], where
+                assert c["n_keys"] == len(plain) and c["keys"].keys() == plain.keys(), where
+                for k, t in plain.items():
+                    got = c["keys"][k]
+                    assert got["type"] == "Tensor", (where, k, got["type"])  # not a DTensor / shard
+                    assert (got["shape"], got["dtype"]) == (list(t.shape), str(t.dtype)), (where, k)
+                sha = {k: v["sha256"] for k, v in c["keys"].items()}
+                assert sha["lm_head.weight"] == sha["model.embed_tokens.weight"], where  # tied
+                assert sha == ckpt_sha[name][step], (where, step)  # exactly that step's weights
+                assert sha != init, where  # after the updates, not the initial weights
+        assert per_process[0] == per_process[1], name  # both processes: identical records
+    last = r["pushes"]["full"][0][-1]["keys"]
+    assert {k: v["sha256"] for k, v in last.items()} == ckpt_sha["full"][1]  # = the final checkpoint
+    assert r["final"]["full"]["step"] == 1 and r["final"]["full"]["path"] == r["ckpts"]["full"]["1"]
+    assert sum(v["sum"] for v in last.values()) == pytest.approx(
+        sum(float(t.double().sum()) for t in _weights_of(r["final"]["full"]["path"]).values()), rel=1e-12)
