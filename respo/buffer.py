@@ -168,6 +168,14 @@ class CutResult(Generic[S]):
     token: int | None = None
     fell_back: bool = False
     reason: str = ""
+    step: int | None = None
+    """The thought (1-indexed) the branches re-sample from its start or from inside it; None:
+    ``len(prefix)`` (the prefix ends at a thought boundary)."""
+
+    @property
+    def thought(self) -> int:
+        """The branch's thought index as a reset step (1..n_thoughts of the chain)."""
+        return self.step if self.step is not None else len(self.prefix)
 
 
 @runtime_checkable
@@ -331,7 +339,7 @@ def _fill_baseline(
         kids: list[list[Chain[S]]] = yield [_Extend(cut.prefix, split.suffix, rngs.suffix) for cut in cuts]
         for m, (c, cut, ks) in enumerate(zip(firsts, cuts, kids, strict=True)):
             parents.append(c)
-            locates.append(LocateResult(len(cut.prefix), cut.fell_back, cut.reason))
+            locates.append(LocateResult(cut.thought, cut.fell_back, cut.reason))
             stats.locate_fallbacks += int(cut.fell_back)
             generated.extend(ks)
             chains.extend(ks)

@@ -156,6 +156,9 @@ def test_segment_cutter_cuts_after_a_fixed_token_count_and_falls_back_on_short_c
     c = _tok_chain([9, 9, 11, 12, 13, 14, 15, 16], [4, 6, 8], 0.0, 2)
     cut = SegmentCutter(3).cut(None, c, rng=np.random.default_rng(0))
     assert cut.token == 5 and not cut.fell_back and len(cut.prefix[-1].ids) == 5
+    assert cut.thought == 2  # token 5 lies in thought 2 (ids 4..5), re-sampled from inside
+    at_boundary = SegmentCutter(2).cut(None, c, rng=np.random.default_rng(0))
+    assert at_boundary.token == 4 and at_boundary.thought == 2 and len(at_boundary.prefix) == 2
     short = SegmentCutter(6).cut(None, c, rng=np.random.default_rng(0))  # 6 response tokens in all
     assert short.fell_back and short.prefix == c.states[:1]
 
@@ -191,9 +194,13 @@ def test_tree_buffer_on_the_tiny_model_shares_the_prefix_token_exactly():
     assert len(buf.chains) == 8 and buf.source == [-1, -1, 0, 0, 0, 1, 1, 1]
     for i in range(2, 8):
         first = buf.chains[buf.source[i]].states[-1].ids
-        cut = buf.locates[buf.source[i]].step
+        step = buf.locates[buf.source[i]].step
         shared = buf.chains[i].states[buf.chains[i].prefix_len].ids
-        assert cut == buf.chains[i].prefix_len + 1
+        partial = len(shared) != len(first) and not any(
+            len(st.ids) == len(shared) for st in buf.chains[buf.source[i]].states)
+        # The recorded step is the thought the branch re-samples (1..n_thoughts of the first chain).
+        assert 1 <= step <= buf.chains[buf.source[i]].n_thoughts
+        assert step == buf.chains[i].prefix_len + (0 if partial else 1)
         assert np.array_equal(shared, first[: len(shared)])  # the branch continues the first chain
 
 

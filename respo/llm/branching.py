@@ -54,6 +54,13 @@ def cut_prefix(chain: Chain[TokenState], pos: int) -> tuple[TokenState, ...]:
     return prefix
 
 
+def branch_thought(chain: Chain[TokenState], pos: int) -> int:
+    """The thought (1-indexed) that holds token ``pos`` of the chain's ids: the thought a branch at
+    ``pos`` re-samples (from its start, or from inside it)."""
+    bounds = [len(s.ids) for s in chain.states]
+    return int(np.searchsorted(bounds, pos, side="right"))
+
+
 class SegmentCutter:
     """SPO-Tree's cut: ``segment_tokens`` response tokens into the chain (module docstring)."""
 
@@ -69,7 +76,8 @@ class SegmentCutter:
             return CutResult(chain.states[:1], None, True,
                              f"chain of {len(ids) - chain.states[0].prompt_len} response tokens "
                              f"ends within its first segment of {self.segment_tokens}")
-        return CutResult(cut_prefix(chain, pos), pos, False, f"segment of {self.segment_tokens} tokens")
+        return CutResult(cut_prefix(chain, pos), pos, False, f"segment of {self.segment_tokens} tokens",
+                         step=branch_thought(chain, pos))
 
 
 @torch.no_grad()
@@ -137,7 +145,8 @@ class EntropyCutter:
         cand = u[start - 1: end - 1]
         pos = int(np.argmax(cand)) + start
         return CutResult(cut_prefix(chain, pos), pos, False,
-                         f"token {pos} has the highest {self.measure} {u[pos - 1]:.3g}")
+                         f"token {pos} has the highest {self.measure} {u[pos - 1]:.3g}",
+                         step=branch_thought(chain, pos))
 
     def _answer_start(self, ids: NDArray[np.int64], start: int) -> int:
         """Index of the first response token by which the decoded text contains a stop word
