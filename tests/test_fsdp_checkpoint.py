@@ -27,16 +27,14 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import shutil
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 from llm_fixtures import tiny_lm
+from procs import run_checked
 
 from respo.llm.checkpoint import (
     load_checkpoint,
@@ -52,17 +50,7 @@ WORKER = ROOT / "tests" / "fsdp_ckpt_worker.py"
 MODES = ["fsdp1", "fsdp1-orig", "fsdp2", "fsdp2-offload"]
 
 
-def _run(cmd: list[str], timeout: float = 300) -> None:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        raise
-    assert proc.returncode == 0, out[-3000:] + err[-3000:]
+_run = run_checked
 
 
 def test_fsdp_checkpoint_round_trips_on_two_cpu_processes(tmp_path):

@@ -11,33 +11,20 @@ about 2e-6), metrics within 1e-5 relative.
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from procs import run_checked
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "tests" / "dp_worker.py"
 VARIANTS = ["grpo", "srpo"]  # token-mean (global token count) and seq-mean-token-mean
 
 
-def _run(cmd: list[str], timeout: float = 300) -> None:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    # A new session, so that a hang can be ended together with torchrun's worker processes.
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        raise
-    assert proc.returncode == 0, out[-3000:] + err[-3000:]
+_run = run_checked
 
 
 def test_two_processes_match_one(tmp_path):
