@@ -22,7 +22,7 @@ BUILDERS: tuple[str, ...] = ("reset", "tree", "two_attempt", "critique")
 parents; RRPO / SRPO / oracle otherwise), ``tree`` (SPO-Tree, TreeRL: each first chain is cut once
 and branched), ``two_attempt`` (SCoRe: a second attempt conditioned on each first one) and
 ``critique`` (Critique-GRPO: refinements of failed chains conditioned on a critique)."""
-TREE_CUTS = {"segment": "tree", "entropy": "tree"}
+TREE_CUTS: tuple[str, ...] = ("segment", "entropy")
 """Localizer kinds that cut a chain at a token (trees) rather than pick a thought of a failed one."""
 PAIRINGS: tuple[str, ...] = ("paper", "matched")
 

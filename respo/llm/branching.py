@@ -161,11 +161,6 @@ class EntropyCutter:
                 return start + k
         return len(ids)
 
-    def cut_many(self, policy: object, requests: Sequence[tuple[Chain[TokenState], Generator]]
-                 ) -> list[CutResult[TokenState]]:
-        """``[cut(policy, chain, rng=rng) for ...]``."""
-        return [self.cut(policy, c, rng=r) for c, r in requests]
-
     def pop_stats(self) -> dict[str, float]:
         """Counters since the last call (then reset)."""
         out = dict(self._stats)

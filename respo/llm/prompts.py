@@ -149,6 +149,22 @@ def critique_text(answer: str, *, correct: bool = False) -> str:
     return f"Your solution is {verdict}. The reference final answer is {answer.strip()}."
 
 
+def followup_message(kind: str, *, answer: str, correct: bool, variant: PromptVariant) -> str:
+    """The text of a second turn: ``kind="retry"`` (SCoRe's self-correction instruction) or
+    ``"critique"`` (Critique-GRPO's ground-truth critique and refinement request).
+
+    ``bare`` prompts (a model trained from scratch, which reads no instructions and loses its
+    format in long contexts) get no retry text and a two-word critique ("wrong 7").
+    """
+    if kind not in ("retry", "critique"):
+        raise ValueError(f"unknown follow-up kind {kind!r}; valid: retry, critique")
+    if variant == "bare":
+        return "" if kind == "retry" else f"{'right' if correct else 'wrong'} {answer}"
+    if kind == "retry":
+        return RETRY_INSTRUCTION
+    return f"{critique_text(answer, correct=correct)} {CRITIQUE_INSTRUCTION}"
+
+
 def followup_prompt_ids(
     tokenizer: Any, question: str, response: str, message: str, *,
     delimiter: str = "</thought>", variant: PromptVariant = "paper",

@@ -35,11 +35,9 @@ from numpy.random import Generator
 
 from respo.llm.generation import Generation, GenerationBackend, GroupBackend, StopRule
 from respo.llm.prompts import (
-    CRITIQUE_INSTRUCTION,
-    RETRY_INSTRUCTION,
     PromptVariant,
-    critique_text,
     end_of_turn_id,
+    followup_message,
     followup_prompt_ids,
     prompt_token_ids,
 )
@@ -161,17 +159,8 @@ class LMSampler:
         critique is two words ("wrong 7"). The root is registered under the chain's problem.
         """
         problem = self.problem_of(chain.states[0])
-        correct = chain.reward >= 1.0
-        if kind not in ("retry", "critique"):
-            raise ValueError(f"unknown follow-up kind {kind!r}; valid: retry, critique")
-        if self.cfg.prompt_variant == "bare":
-            # A model trained from scratch on bare prompts reads no instructions and loses its
-            # format in long contexts: no retry text, and a critique of two words.
-            message = "" if kind == "retry" else f"{'right' if correct else 'wrong'} {problem.answer}"
-        elif kind == "retry":
-            message = RETRY_INSTRUCTION
-        else:
-            message = f"{critique_text(problem.answer, correct=correct)} {CRITIQUE_INSTRUCTION}"
+        message = followup_message(kind, answer=problem.answer, correct=chain.reward >= 1.0,
+                                   variant=self.cfg.prompt_variant)
         text = self.fmt.decode(chain.states[-1].response_ids)
         ids = followup_prompt_ids(self.tokenizer, problem.question, text, message,
                                   delimiter=self.cfg.delimiter, variant=self.cfg.prompt_variant)
