@@ -68,6 +68,25 @@ PRESETS: dict[str, tuple[str, TrainConfig]] = {
             eval=EvalConfig(every=4, problems=32, seed=1000, at_start=True),
         ),
     ),
+    "cpu-coverage": (
+        "CPU coverage testbed: the sft-warmup-hard model (600 steps, slips mostly at the hard "
+        "operation *7) on arithmetic-hard:<f> (each step is *7 with probability f, the coverage "
+        "knob), 16 prompts x 8 rollouts, one optimizer step per RL step at lr 3e-4 (chosen on the "
+        "validation split, experiments/LOG.md), bf16 update, 40 steps, sampled pass@1 (T = 1) and "
+        "the measured coverage on 512 held-out problems before training and every 8 steps.",
+        TrainConfig(
+            name="cpu-coverage", variant="grpo", task="arithmetic-hard:0.3", train_problems=2000,
+            steps=40, prompts_per_step=16, minibatch_prompts=16, micro_batch_chains=128,
+            checkpoint_every=8, diagnostics_every=0,
+            model=ModelConfig(name="sft-warmup-hard", update_dtype="bfloat16"),
+            sampling=SamplingConfig(temperature=1.0, top_p=1.0, delimiter="\n", max_thoughts=10,
+                                    max_thought_tokens=16, max_response_tokens=128,
+                                    prompt_variant="bare", localizer="confidence",
+                                    confidence_threshold=0.5),
+            optim=OptimConfig(lr=3e-4, weight_decay=0.0),
+            eval=EvalConfig(every=8, problems=512, seed=1000, at_start=True, greedy=False),
+        ),
+    ),
 }
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # experiments/ is not a package
@@ -94,8 +113,12 @@ class SuiteRun:
     name: str
     tag: str
     """main (grpo/rrpo/srpo/oracle, paper pairing), split (2x4, 1x8), pairing (matched pairing),
-    clip (reset methods with the clipped surrogate)."""
+    clip (reset methods with the clipped surrogate), tune (validation-split tuning runs)."""
     cfg: TrainConfig
+    setting: str = ""
+    """Coverage suites: the setting (``COVERAGE_SETTINGS`` key); empty otherwise."""
+    arm: str = ""
+    """Coverage suites: the arm (``ARMS`` key; ``grpo-tok`` shares the variant ``grpo``)."""
 
 
 MAIN_VARIANTS = ("grpo", "rrpo", "srpo", "oracle")
@@ -153,14 +176,114 @@ SUITES: dict[str, Suite] = {
 }
 
 
+# -- coverage suites: the theory's p as a task knob (respo cpu-track --suite coverage) -------------
+
+COVERAGE_SETTINGS: dict[str, float] = {"p03": 0.03, "p10": 0.10, "p30": 0.30}
+"""Setting name -> per-step frequency of the hard operation (task ``arithmetic-hard:<f>``). The
+measured coverage p of the warm-up policy on each (``eval0/cov_improvable``) spans a decade."""
+
+ARMS: dict[str, dict[str, Any]] = {
+    "grpo": {"variant": "grpo"},
+    "rrpo": {"variant": "rrpo"},
+    "srpo": {"variant": "srpo"},
+    "oracle": {"variant": "oracle"},
+    "treerl": {"variant": "treerl"},
+    "grpo-tok": {"variant": "grpo"},
+}
+"""Arm name -> ``TrainConfig`` fields. ``grpo-tok`` is GRPO given SRPO's generated-token budget:
+more prompts per step (``CoverageSuite.token_matched_prompts``, per setting, from SRPO's measured
+tokens per step), so "SRPO beats GRPO at equal tokens" is tested directly."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CoverageSuite:
+    """Methods x coverage settings x paired seeds (common random numbers across arms)."""
+
+    description: str
+    seeds: tuple[int, ...]
+    steps: int
+    settings: tuple[str, ...]
+    arms: tuple[str, ...]
+    base: str = "cpu-coverage"
+    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    token_matched_prompts: dict[str, int] = dataclasses.field(default_factory=dict)
+    """Setting -> prompts per step of the ``grpo-tok`` arm (16 x SRPO's generated tokens per
+    step / GRPO's, rounded; measured in the validation pilot, experiments/LOG.md)."""
+    tag: str = "main"
+
+
+COVERAGE_SUITES: dict[str, CoverageSuite] = {
+    "coverage": CoverageSuite(
+        "The coverage comparison: GRPO, RRPO, SRPO (confidence localizer), oracle reset, TreeRL and "
+        "token-matched GRPO at three settings of the hard-operation frequency (measured p over a "
+        "decade), paired seeds, 40 steps, 512 held-out problems.",
+        (0, 1, 2, 3, 4), 40, tuple(COVERAGE_SETTINGS), tuple(ARMS),
+        token_matched_prompts={"p03": 20, "p10": 20, "p30": 18}),
+    "coverage-quick": CoverageSuite(
+        "The main job's comparison: GRPO, RRPO, SRPO and the oracle reset on the setting with the "
+        "rarest improvable states (p03), 3 paired seeds, 40 steps.",
+        (0, 1, 2), 40, ("p03",), ("grpo", "rrpo", "srpo", "oracle")),
+    "coverage-val": CoverageSuite(
+        "Tuning on the validation split (training side of the hash partition): GRPO and SRPO at "
+        "p30 and p03 with learning rates 1e-4 / 3e-4 / 1e-3 and 1 or 4 optimizer steps per RL step.",
+        (100,), 40, ("p30", "p03"), ("grpo", "srpo"), tag="tune",
+        overrides={"eval": EvalConfig(every=8, problems=512, seed=2000, at_start=True, greedy=False,
+                                      split="val")}),
+}
+"""``coverage-val`` chooses ``OptimConfig.lr`` and ``minibatch_prompts`` (its runs are named
+``<setting>-<arm>-lr<lr>-mb<k>-s<seed>``); the held-out split is never looked at for that."""
+
+TUNE_GRID: tuple[tuple[float, int], ...] = ((1e-4, 16), (3e-4, 16), (1e-3, 16), (3e-4, 4), (1e-4, 4))
+"""(learning rate, minibatch prompts) pairs of ``coverage-val``: mb 16 = one optimizer step per RL
+step, mb 4 = four."""
+
+
+def coverage_runs(name: str, *, seeds: tuple[int, ...] | None = None, steps: int | None = None,
+                  settings: tuple[str, ...] | None = None,
+                  arms: tuple[str, ...] | None = None) -> list[SuiteRun]:
+    """The runs of a coverage suite, ordered seed-major (every arm and setting of seed 0 first),
+    so a partial suite holds complete paired comparisons."""
+    suite = COVERAGE_SUITES[name]
+    base = dataclasses.replace(get_preset(suite.base), **suite.overrides)
+    base = dataclasses.replace(base, steps=steps or suite.steps)
+    settings = suite.settings if settings is None else settings
+    arms = suite.arms if arms is None else arms
+    bad = [x for x in settings if x not in COVERAGE_SETTINGS] + [a for a in arms if a not in ARMS]
+    if bad:
+        raise ValueError(f"unknown coverage settings/arms {bad}; settings: {', '.join(COVERAGE_SETTINGS)}; "
+                         f"arms: {', '.join(ARMS)}")
+    grid = TUNE_GRID if suite.tag == "tune" else ((None, None),)
+    runs: list[SuiteRun] = []
+    for seed in suite.seeds if seeds is None else seeds:
+        for st in settings:
+            task = f"arithmetic-hard:{COVERAGE_SETTINGS[st]:g}"
+            for arm in arms:
+                kw: dict[str, Any] = dict(ARMS[arm], task=task)
+                if arm == "grpo-tok":
+                    n = suite.token_matched_prompts.get(st, base.prompts_per_step)
+                    kw.update(prompts_per_step=n, minibatch_prompts=n)
+                for lr, mb in grid:
+                    full = f"{st}-{arm}"
+                    cfg_kw = dict(kw)
+                    if lr is not None:
+                        full += f"-lr{lr:g}-mb{mb}"
+                        cfg_kw.update(optim=dataclasses.replace(base.optim, lr=lr), minibatch_prompts=mb)
+                    r = _run(suite.tag, full, base, seed, **cfg_kw)
+                    runs.append(dataclasses.replace(r, setting=st, arm=arm))
+    return runs
+
+
 def suite_runs(name: str, *, seeds: tuple[int, ...] | None = None, steps: int | None = None,
                tags: tuple[str, ...] | None = None) -> list[SuiteRun]:
-    """The runs of suite ``name`` (``quick``: the main job's comparison; ``full``: every table).
+    """The runs of suite ``name`` (``quick``: the main job's comparison; ``full``: every table;
+    ``coverage*``: ``coverage_runs``).
 
     ``seeds``/``steps`` override the suite's; ``tags`` keeps only those comparisons.
     """
+    if name in COVERAGE_SUITES:
+        return coverage_runs(name, seeds=seeds, steps=steps)
     if name not in SUITES:
-        raise ValueError(f"unknown suite {name!r}; valid: {', '.join(SUITES)}")
+        raise ValueError(f"unknown suite {name!r}; valid: {', '.join([*SUITES, *COVERAGE_SUITES])}")
     suite = SUITES[name]
     ab_seeds = suite.ablation_seeds if seeds is None else seeds
     seeds = suite.seeds if seeds is None else seeds

@@ -8,6 +8,7 @@ sampled pass@1 at T = 1 (cpu-track.md's figure) and at the RL rollout setting (T
 ``<out>/warmup-<key>.json``.
 
     python experiments/cpu_track/warmup.py --steps 600 --snapshots 400 450 500
+    python experiments/cpu_track/warmup.py --recipe sft-warmup-hard --snapshots 400 500   # coverage testbed
 
 The RL trainer loads the printed folder with ``--model.name <path>`` (plain transformers folder).
 """
@@ -25,8 +26,8 @@ import torch
 from tqdm import tqdm
 
 from respo.llm.sft import (
+    RECIPES,
     EvalLimits,
-    SFTConfig,
     checkpoint_path,
     evaluate_policy,
     load_warmup,
@@ -35,15 +36,17 @@ from respo.llm.sft import (
 from respo.tasks.synthetic import ArithmeticTask, generate_problems
 
 ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-ap.add_argument("--steps", type=int, default=SFTConfig.steps, help="SFT optimizer steps")
+ap.add_argument("--recipe", default="sft-warmup", choices=sorted(RECIPES),
+                help="named warm-up (respo.llm.sft.RECIPES); the flags below override its fields")
+ap.add_argument("--steps", type=int, default=None, help="SFT optimizer steps")
 ap.add_argument("--schedule-steps", type=int, default=None, help="cosine length (default: --steps)")
-ap.add_argument("--batch-size", type=int, default=SFTConfig.batch_size)
-ap.add_argument("--lr", type=float, default=SFTConfig.lr)
-ap.add_argument("--error-frac", type=float, default=SFTConfig.error_frac)
-ap.add_argument("--prompt-variant", default=SFTConfig.prompt_variant, choices=("paper", "small", "bare"))
-ap.add_argument("--seed", type=int, default=SFTConfig.seed, help="SFT seed (init, data)")
-ap.add_argument("--hidden", type=int, default=SFTConfig.hidden)
-ap.add_argument("--layers", type=int, default=SFTConfig.layers)
+ap.add_argument("--batch-size", type=int, default=None)
+ap.add_argument("--lr", type=float, default=None)
+ap.add_argument("--error-frac", type=float, default=None)
+ap.add_argument("--prompt-variant", default=None, choices=("paper", "small", "bare"))
+ap.add_argument("--seed", type=int, default=None, help="SFT seed (init, data)")
+ap.add_argument("--hidden", type=int, default=None)
+ap.add_argument("--layers", type=int, default=None)
 ap.add_argument("--snapshots", type=int, nargs="*", default=[],
                 help="also cache (and evaluate) the model after these steps of the same run")
 ap.add_argument("--eval-problems", type=int, default=512, help="held-out problems")
@@ -55,9 +58,10 @@ ap.add_argument("--out", default="runs/cpu_track")
 args = ap.parse_args()
 
 torch.set_num_threads(args.threads)
-cfg = SFTConfig(steps=args.steps, schedule_steps=args.schedule_steps, batch_size=args.batch_size,
-                lr=args.lr, error_frac=args.error_frac, prompt_variant=args.prompt_variant, seed=args.seed, hidden=args.hidden,
-                layers=args.layers)
+over = {k: getattr(args, k) for k in ("steps", "schedule_steps", "batch_size", "lr", "error_frac",
+                                       "prompt_variant", "seed", "hidden", "layers")
+        if getattr(args, k) is not None}
+cfg = dataclasses.replace(RECIPES[args.recipe], **over)
 task = ArithmeticTask(cfg.spec, reward_mode="answer")  # the RL trainer's "arithmetic" task
 held_out = generate_problems(cfg.spec, args.eval_problems, seed=args.eval_seed, split="eval")
 print(f"config key {cfg.key()}: {json.dumps(cfg.to_dict())}")

@@ -47,7 +47,10 @@ class Args:
     tags: tuple[str, ...] = ()
     """Keep only these comparisons: main, split, pairing, clip (default: the suite's)."""
     threads: int = 2
-    """torch CPU threads."""
+    """torch CPU threads (per process with ``--jobs`` > 1)."""
+    jobs: int = 1
+    """Runs trained at once, each in its own process (2 processes of 1 thread use this 2-core
+    machine better than one process of 2 threads). With jobs > 1 each finished run prints one line."""
     figures: bool = True
     """Run the cpu_track notebook on the suite afterwards."""
     figures_out: Path | None = None
@@ -123,6 +126,45 @@ def run_one(cfg: Any, run_dir: Path, *, progress: bool, position: str) -> dict[s
     return last
 
 
+def _worker(cfg: Any, run_dir: str, threads: int, position: str) -> tuple[str, float]:
+    """One run in a worker process (``run_parallel``): its own torch thread count, no bar."""
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    run_one(cfg, Path(run_dir), progress=False, position=position)
+    return cfg.name, time.perf_counter() - t0
+
+
+def run_parallel(runs: list[Any], suite_dir: Path, *, jobs: int, threads: int) -> None:
+    """Train ``runs`` in ``jobs`` worker processes (spawned, so each starts clean). A failed run
+    stops the suite with its error once the runs in flight have finished; finished runs stay
+    finished, so the command can be run again."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from tqdm import tqdm
+
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
+        futs = {pool.submit(_worker, r.cfg, str(suite_dir / r.name), threads, f"[{i}/{len(runs)}]"): r
+                for i, r in enumerate(runs, start=1)}
+        bar = tqdm(total=len(runs), desc=f"runs ({jobs} processes)", unit="run")
+        try:
+            for fut in as_completed(futs):
+                r = futs[fut]
+                name, wall = fut.result()
+                bar.update(1)
+                tqdm.write(f"[cpu-track] {name} ({r.tag}): {wall:.0f} s")
+        except BaseException:
+            for f in futs:
+                f.cancel()
+            raise
+        finally:
+            bar.close()
+
+
 def export_suite(src: Path, dst: Path) -> None:
     """Copy a suite folder without checkpoints (what ``experiments/results/`` commits)."""
     tmp = dst.with_name(dst.name + ".tmp-export")
@@ -152,9 +194,13 @@ def main(argv: list[str]) -> int:
     torch.set_num_threads(args.threads)
     suite_dir = args.runs_dir / args.suite
     suite_dir.mkdir(parents=True, exist_ok=True)
-    listed = [{"name": r.name, "variant": r.cfg.variant, "seed": r.cfg.seed, "tag": r.tag} for r in runs]
+    listed = [{"name": r.name, "variant": r.cfg.variant, "seed": r.cfg.seed, "tag": r.tag,
+               **({"setting": r.setting, "arm": r.arm, "task": r.cfg.task} if r.setting else {})}
+              for r in runs]
+    descr = (presets.COVERAGE_SUITES[args.suite] if args.suite in presets.COVERAGE_SUITES
+             else presets.SUITES[args.suite]).description
     write_json_atomic(suite_dir / "suite.json", {
-        "suite": args.suite, "description": presets.SUITES[args.suite].description,
+        "suite": args.suite, "description": descr,
         "runs": merge_listed(suite_dir / "suite.json", listed)}, indent=1)
 
     # The shared warm-up model, trained once (cached) before the first run needs it.
@@ -164,10 +210,13 @@ def main(argv: list[str]) -> int:
     print(f"[cpu-track] warm-up model: {warm['path']} ({time.perf_counter() - t0:.0f} s)", flush=True)
 
     t_runs = time.perf_counter()
-    for i, r in enumerate(runs, start=1):
-        t1 = time.perf_counter()
-        run_one(r.cfg, suite_dir / r.name, progress=args.progress, position=f"[{i}/{len(runs)}]")
-        print(f"[cpu-track] {r.name} ({r.tag}): {time.perf_counter() - t1:.0f} s", flush=True)
+    if args.jobs <= 1:
+        for i, r in enumerate(runs, start=1):
+            t1 = time.perf_counter()
+            run_one(r.cfg, suite_dir / r.name, progress=args.progress, position=f"[{i}/{len(runs)}]")
+            print(f"[cpu-track] {r.name} ({r.tag}): {time.perf_counter() - t1:.0f} s", flush=True)
+    else:
+        run_parallel(runs, suite_dir, jobs=args.jobs, threads=args.threads)
     print(f"[cpu-track] {len(runs)} runs: {time.perf_counter() - t_runs:.0f} s", flush=True)
 
     if args.export is not None:
@@ -193,7 +242,7 @@ def _warmup(cfg: Any, *, progress: bool) -> dict[str, Any]:
     from respo.llm.train_parts import shipped_dir
 
     name = cfg.model.name
-    if not (name == "sft-warmup" or name.startswith("sft-warmup:")):
+    if not sft.is_warmup_name(name):
         return {"path": name, "config": None, "metrics": None}
     scfg = sft.warmup_config(name)
     bar = None

@@ -44,6 +44,11 @@ class ModelConfig:
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     """Compute dtype: ``auto`` = bf16 autocast on CUDA, fp32 on CPU (fp32 was faster than bf16 for
     tiny models on the CPU track). Weights and optimizer state stay fp32."""
+    update_dtype: Literal["same", "bfloat16"] = "same"
+    """Autocast dtype of the update's forwards and backward (old log-probs, loss, gradients):
+    ``same`` = as ``dtype``; ``bfloat16`` = bf16 autocast there while generation keeps ``dtype``.
+    On this 2-core CPU (AMX) a bf16 forward + backward of the 1M-parameter track model is about
+    1.5x faster than fp32, while bf16 decoding is slower (``experiments/bench/bench_cpu_step.py``)."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass (transformers' gradient checkpointing): less
     memory for long responses, about a third more compute."""
@@ -173,6 +178,14 @@ class EvalConfig:
     """Split the evaluation problems are drawn from: ``test`` (held out; for tasks with a hash
     partition, disjoint from every training split) or a training-side split such as ``val``,
     for choosing settings without looking at the held-out problems."""
+    greedy: bool = True
+    """Report greedy pass@1 (one more generation pass over the problems). The CPU track's suites
+    report the sampled pass@1 only, the policy RL trains."""
+    coverage_tau: float = 0.1
+    """Margin tau of the coverage measurement (``eval/cov_improvable``, tasks with a step judge and
+    gold thoughts, transformers backend): a visited state on the gold path is improvable when the
+    policy gives the gold next thought a probability below 1 - tau
+    (``respo.tasks.synthetic.coverage``)."""
 
 
 @dataclass(frozen=True)

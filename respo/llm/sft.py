@@ -63,7 +63,7 @@ from respo.llm.sampler import LMSampler, SampleConfig
 from respo.llm.thoughts import ThoughtFormat
 from respo.seeding import int_seed_for, rng_for
 from respo.tasks.base import Problem
-from respo.tasks.synthetic import OPS, ArithmeticSpec, generate_problems, warmup_examples
+from respo.tasks.synthetic import OPS, ArithmeticSpec, StepNoise, generate_problems, warmup_examples
 
 FORMAT_VERSION = 1
 """Bumped whenever the rendering, the training loop or the saved layout changes (part of the key)."""
@@ -128,6 +128,18 @@ class SFTConfig:
     """Completion prompt wording the sampler will use (``SamplingConfig.prompt_variant``). ``bare``
     (just ``Q: <question>``): with the ``small`` instruction prompt the model had not reached the
     transition after 600 steps (greedy pass@1 0.17), with ``bare`` it had by 300."""
+    noise_step: float | None = None
+    """None: ``error_frac`` of the chains carry one injected error (the original warm-up). A
+    number: every step line slips independently with this probability (``StepNoise.step``), and
+    ``error_frac`` is unused."""
+    noise_hard: float | None = None
+    """Per-step slip probability at the hard operation (``StepNoise.hard``; None: ``noise_step``)."""
+    noise_answer: float = 0.0
+    """Probability that the answer line mis-copies the last value (``StepNoise.answer``)."""
+    hard_op: str = ""
+    """The task's hard operation (``ArithmeticSpec.hard_op``; empty: none)."""
+    hard_frac: float = 0.0
+    """Per-step frequency of the hard operation in the warm-up's problems (``ArithmeticSpec.hard_frac``)."""
 
     def __post_init__(self) -> None:
         for k in ("hidden", "layers", "heads", "intermediate", "steps", "batch_size"):
@@ -143,7 +155,15 @@ class SFTConfig:
     def spec(self) -> ArithmeticSpec:
         """The task spec of the training problems."""
         return ArithmeticSpec(min_steps=self.min_steps, max_steps=self.max_steps, modulus=self.modulus,
-                              ops=tuple(self.ops), answer_style=self.answer_style)
+                              ops=tuple(self.ops), answer_style=self.answer_style,
+                              hard_op=self.hard_op, hard_frac=self.hard_frac)
+
+    @property
+    def noise(self) -> StepNoise | None:
+        """The per-step slip model (None: one injected error in ``error_frac`` of the chains)."""
+        if self.noise_step is None:
+            return None
+        return StepNoise(step=self.noise_step, hard=self.noise_hard, answer=self.noise_answer)
 
     @property
     def total_schedule(self) -> int:
@@ -159,6 +179,11 @@ class SFTConfig:
         """Cache key: hash of every field (``schedule_steps`` resolved) and ``FORMAT_VERSION``."""
         d = self.to_dict()
         d["schedule_steps"] = self.total_schedule
+        # Fields added after a warm-up was shipped stay out of the key at their defaults, so the
+        # shipped model keeps its key (and is found).
+        for k in _LATER_FIELDS:
+            if d[k] == _FIELD_DEFAULTS[k]:
+                del d[k]
         blob = json.dumps({"v": FORMAT_VERSION, "cfg": d}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -167,6 +192,10 @@ class SFTConfig:
         """Inverse of ``to_dict``."""
         kw: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
         return cls(**kw)
+
+
+_LATER_FIELDS = ("noise_step", "noise_hard", "noise_answer", "hard_op", "hard_frac")
+_FIELD_DEFAULTS = {f.name: f.default for f in dataclasses.fields(SFTConfig)}
 
 
 # -- rendering -----------------------------------------------------------------------------------
@@ -227,7 +256,8 @@ def training_data(cfg: SFTConfig, tokenizer: Any, n: int) -> list[SFTExample]:
     """The first ``n`` training examples of ``cfg`` (a prefix-stable stream: distinct problems
     keyed by ``(seed, "data", "sft")``, corruptions by ``(seed, "data", "warmup")``)."""
     problems = generate_problems(cfg.spec, n, seed=cfg.seed, split="sft")
-    data = warmup_examples(problems, seed=cfg.seed, error_frac=cfg.error_frac)
+    data = warmup_examples(problems, seed=cfg.seed, error_frac=cfg.error_frac, noise=cfg.noise,
+                           hard_op=cfg.hard_op)
     return sft_examples(data, tokenizer, delimiter=cfg.delimiter, prompt_variant=cfg.prompt_variant)
 
 
@@ -553,12 +583,35 @@ def save_warmup(path: str | Path, model: Any, tokenizer: Any, cfg: SFTConfig,
     return path
 
 
+RECIPES: dict[str, SFTConfig] = {
+    "sft-warmup": SFTConfig(),
+    "sft-warmup-hard": SFTConfig(steps=600, noise_step=0.01, noise_hard=0.5, noise_answer=0.01,
+                                 hard_op="*7", hard_frac=0.25),
+}
+"""Named warm-ups (the model names ``NAME`` and ``NAME:K`` of ``ModelConfig.name``).
+
+- ``sft-warmup``: the first CPU track's warm-up: 15% of the chains carry one injected error.
+- ``sft-warmup-hard``: the coverage testbed's warm-up. Every line slips independently: ordinary
+  steps and the answer line 1% of the time, the hard operation ``*7`` half of the time; ``*7`` is
+  a quarter of the steps. The policy that imitates this data errs mostly at ``*7``, so on a task
+  whose problems draw ``*7`` with frequency f (``arithmetic-hard:<f>``) the improvable states are
+  about a share f of the visited states.
+"""
+
+
+def is_warmup_name(name: str) -> bool:
+    """Whether a model name stands for a warm-up recipe (``RECIPES``), e.g. ``sft-warmup-hard:600``."""
+    return name.partition(":")[0] in RECIPES
+
+
 def warmup_config(name: str = "sft-warmup") -> SFTConfig:
-    """The ``SFTConfig`` a model name stands for: ``sft-warmup`` = the defaults, ``sft-warmup:K``
-    = the same run stopped after K steps of its schedule (a snapshot)."""
-    if not (name == "sft-warmup" or name.startswith("sft-warmup:")):
-        raise ValueError(f"{name!r} is not a warm-up model name (sft-warmup or sft-warmup:K)")
-    cfg = SFTConfig()
+    """The ``SFTConfig`` a model name stands for: a ``RECIPES`` key, or ``<key>:K`` = the same run
+    stopped after K steps of its schedule (a snapshot)."""
+    base = name.partition(":")[0]
+    if base not in RECIPES:
+        raise ValueError(f"{name!r} is not a warm-up model name; valid: "
+                         f"{', '.join(f'{k} or {k}:K' for k in RECIPES)}")
+    cfg = RECIPES[base]
     steps = name.partition(":")[2]
     if steps:
         if not steps.isdigit() or int(steps) < 1:

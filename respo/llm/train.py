@@ -539,7 +539,9 @@ def train(
     if (variant.localizer == "none") != (parts.localizer is None):
         raise ValueError(f"variant {variant.name!r} needs localizer kind {variant.localizer!r}")
     temperature = cfg.sampling.temperature if cfg.sampling.scale_logits_by_temperature else 1.0
-    ac_dtype = autocast_dtype(cfg, device)
+    gen_dtype = autocast_dtype(cfg, device)
+    # The update's forwards and backward may run in bf16 while generation keeps its dtype.
+    ac_dtype = torch.bfloat16 if cfg.model.update_dtype == "bfloat16" else gen_dtype
 
     model = parts.model.to(device)
     model.eval()
@@ -610,7 +612,7 @@ def train(
         t0 = time.perf_counter()
         for src in parts.stats_sources:  # counters start at zero for this step
             src()
-        gen_ctx = (torch.autocast(device.type, dtype=ac_dtype) if ac_dtype is not None
+        gen_ctx = (torch.autocast(device.type, dtype=gen_dtype) if gen_dtype is not None
                    else contextlib.nullcontext())
         probs = [parts.train_problems[idx[j]] for j in mine]
         with torch.no_grad(), gen_ctx:

@@ -96,8 +96,33 @@ settings, where SmolLM2-135M-Instruct with the ``chat`` prompt has a low but non
 accuracy (``experiments/real_track/probe.py``)."""
 
 
+HARD_OP = "*7"
+"""The hard operation of ``arithmetic-hard:<f>`` (the warm-up ``sft-warmup-hard`` errs there)."""
+
+
+def arithmetic_hard(frac: float) -> Task:
+    """``arithmetic-hard:<frac>``: the arithmetic chains (boxed answers, answer reward) whose steps
+    are the hard operation ``*7`` with probability ``frac`` each: the coverage knob of the CPU
+    track (``respo.tasks.synthetic.ArithmeticSpec.hard_op``)."""
+    from respo.tasks.synthetic import ArithmeticSpec, ArithmeticTask
+
+    return ArithmeticTask(ArithmeticSpec(answer_style="boxed", hard_op=HARD_OP, hard_frac=frac),
+                          reward_mode="answer", name=f"arithmetic-hard:{frac:g}")
+
+
 def make_task(name: str) -> Task:
-    """The task called ``name`` (a ``TASKS`` key or ``gym:<generator>``)."""
+    """The task called ``name`` (a ``TASKS`` key, ``gym:<generator>``, ``gym-phrase:<generator>``
+    or ``arithmetic-hard:<frac>``)."""
+    if name.startswith("arithmetic-hard:"):
+        raw = name.partition(":")[2]
+        try:
+            frac = float(raw)
+        except ValueError:
+            raise KeyError(f"task {name!r}: the hard-operation frequency {raw!r} is not a number "
+                           "(e.g. arithmetic-hard:0.1)") from None
+        if not 0.0 <= frac <= 1.0:
+            raise KeyError(f"task {name!r}: the hard-operation frequency must be in [0, 1]")
+        return arithmetic_hard(frac)
     if name.startswith("gym:"):
         from respo.tasks.gym import GymTask
 
@@ -107,5 +132,6 @@ def make_task(name: str) -> Task:
 
         return GymTask(name[len("gym-phrase:"):], phrase_answers=True)
     if name not in TASKS:
-        raise KeyError(f"unknown task {name!r}; valid: {', '.join(TASKS)}, gym:<generator>, gym-phrase:<generator>")
+        raise KeyError(f"unknown task {name!r}; valid: {', '.join(TASKS)}, gym:<generator>, "
+                       "gym-phrase:<generator>, arithmetic-hard:<frac>")
     return TASKS[name]()

@@ -58,6 +58,15 @@ class ArithmeticSpec:
     """Operation set, a subset of ``+``, ``-``, ``*``; operands are 1..m-1 for +/- and 2..m-1 for *."""
     answer_style: Literal["equals", "boxed"] = "equals"
     """Final line ``=8`` (compact, for a char model) or ``\\boxed{8}`` (the paper's convention)."""
+    hard_op: str = ""
+    """The coverage knob's "hard" operation, written as in a question (e.g. ``"*7"``); empty: every
+    operation is drawn uniformly (the original stream, unchanged). A warm-up that imitates a high
+    error rate only at this operation (``noisy_chain``) makes the improvable states of the task
+    exactly the visited states whose next step is this operation, so their share (the theory's
+    coverage p) follows ``hard_frac``."""
+    hard_frac: float = 0.0
+    """With ``hard_op``: probability that each step of a problem is the hard operation (the other
+    steps are drawn uniformly from the remaining operations)."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_steps <= self.max_steps <= len(TAGS):
@@ -68,6 +77,19 @@ class ArithmeticSpec:
             raise ValueError(f"ops must be distinct members of {OPS}, got {self.ops}")
         if self.answer_style not in ("equals", "boxed"):
             raise ValueError(f"answer_style must be 'equals' or 'boxed', got {self.answer_style!r}")
+        if self.hard_op:
+            table = [f"{o}{v}" for o, v in self.operations()]
+            if self.hard_op not in table:
+                raise ValueError(f"hard_op {self.hard_op!r} is not an operation of this spec; valid: "
+                                 f"{', '.join(table)}")
+            if not 0.0 <= self.hard_frac <= 1.0:
+                raise ValueError(f"hard_frac must be in [0, 1], got {self.hard_frac}")
+        elif self.hard_frac != 0.0:
+            raise ValueError(f"hard_frac={self.hard_frac} needs a hard_op (e.g. '*7')")
+
+    def is_hard(self, op: str, operand: int) -> bool:
+        """Whether ``(op, operand)`` is the hard operation (never, without ``hard_op``)."""
+        return bool(self.hard_op) and f"{op}{operand}" == self.hard_op
 
     def operations(self) -> list[tuple[str, int]]:
         """Every (operator, operand) pair the generator may draw (26 at modulus 10)."""
@@ -139,6 +161,10 @@ class Arithmetic:
                   "n_steps": len(self.ops)},
         )
 
+    def ops_text(self) -> list[str]:
+        """Each step's operation as written in the question (``"*7"``), in order."""
+        return [f"{o}{x}" for _, o, x in self.ops]
+
 
 def parse_problem(problem: Problem) -> Arithmetic:
     """Recover the structured problem from its question text and meta (so JSONL round trips)."""
@@ -152,11 +178,19 @@ def parse_problem(problem: Problem) -> Arithmetic:
 
 
 def sample_problem(spec: ArithmeticSpec, rng: Generator) -> Arithmetic:
-    """Draw one problem: a start value in 0..m-1 and ``n`` operations uniformly from the set."""
+    """Draw one problem: a start value in 0..m-1 and ``n`` operations, uniformly from the set or,
+    with ``spec.hard_op``, the hard operation with probability ``hard_frac`` per step."""
     n = int(rng.integers(spec.min_steps, spec.max_steps + 1))
     table = spec.operations()
-    idx = rng.integers(0, len(table), size=n)
-    ops = tuple((TAGS[i], table[j][0], table[j][1]) for i, j in enumerate(idx))
+    if spec.hard_op:  # each step is the hard operation with probability hard_frac
+        hard = next(x for x in table if spec.is_hard(*x))
+        easy = [x for x in table if x != hard]
+        is_hard = rng.random(n) < spec.hard_frac
+        pick = rng.integers(0, len(easy), size=n)
+        drawn = [hard if h else easy[j] for h, j in zip(is_hard, pick, strict=True)]
+    else:  # the original stream
+        drawn = [table[j] for j in rng.integers(0, len(table), size=n)]
+    ops = tuple((TAGS[i], o, v) for i, (o, v) in enumerate(drawn))
     return Arithmetic(start=int(rng.integers(0, spec.modulus)), ops=ops, modulus=spec.modulus,
                       answer_style=spec.answer_style)
 
@@ -250,17 +284,72 @@ def corrupt_chain(problem: Problem, rng: Generator, *, step: int | None = None) 
     return CorruptedChain(tuple(lines), k)
 
 
-def warmup_examples(problems: Sequence[Problem], *, seed: int, error_frac: float = 0.15) -> list[tuple[Problem, list[str], int | None]]:
-    """Supervised warm-up data: (problem, lines, first_error) with ``error_frac`` corrupted chains.
+@dataclass(frozen=True)
+class StepNoise:
+    """Per-step slip probabilities of a noisy warm-up chain (``noisy_chain``)."""
 
-    cpu-track.md used 15% deliberately wrong chains. ``first_error`` is None for gold chains.
+    step: float = 0.15
+    """Probability that an ordinary step line is wrong."""
+    hard: float | None = None
+    """Probability that a step with the spec's hard operation is wrong (None: ``step``)."""
+    answer: float = 0.04
+    """Probability that the answer line mis-copies the last step's value."""
+
+    def __post_init__(self) -> None:
+        for k in ("step", "hard", "answer"):
+            v = getattr(self, k)
+            if v is not None and not 0.0 <= v <= 1.0:
+                raise ValueError(f"StepNoise.{k} must be in [0, 1], got {v}")
+
+    def rate(self, hard: bool) -> float:
+        """Slip probability of a step line (``hard``: the step is the hard operation)."""
+        return self.hard if (hard and self.hard is not None) else self.step
+
+
+def noisy_chain(problem: Problem, rng: Generator, noise: StepNoise, *, hard_op: str = "") -> CorruptedChain | None:
+    """A chain in which every line slips independently: step k is wrong with probability
+    ``noise.rate(op_k == hard_op)``, later steps compute correctly from the (possibly wrong) value
+    before them, and the answer line mis-copies the last value with probability ``noise.answer``.
+
+    Returns None when no line slipped (the gold chain). Unlike ``corrupt_chain`` a chain can hold
+    several slips; ``first_error`` is the first of them.
+    """
+    a = parse_problem(problem)
+    m = a.modulus
+    lines, v, first = [], a.start, None
+    for i, (_, o, x) in enumerate(a.ops):
+        w = apply_op(v, o, x, m)
+        if rng.random() < noise.rate(bool(hard_op) and f"{o}{x}" == hard_op):
+            w = (w + int(rng.integers(1, m))) % m  # any value but the right one from v
+            first = i + 1 if first is None else first
+        lines.append(a.step_line(i, v, w))
+        v = w
+    if rng.random() < noise.answer:
+        v = (v + int(rng.integers(1, m))) % m
+        first = len(a.ops) + 1 if first is None else first
+    lines.append(a.answer_line(v))
+    return None if first is None else CorruptedChain(tuple(lines), first)
+
+
+def warmup_examples(problems: Sequence[Problem], *, seed: int, error_frac: float = 0.15,
+                    noise: StepNoise | None = None,
+                    hard_op: str = "") -> list[tuple[Problem, list[str], int | None]]:
+    """Supervised warm-up data: (problem, lines, first_error); ``first_error`` is None for gold.
+
+    Default (``noise=None``): a fraction ``error_frac`` of the chains carry one injected wrong
+    step (``corrupt_chain``, the wrong line uniform over the chain). With ``noise``: every line
+    slips independently (``noisy_chain``), at ``noise.hard`` on steps with ``hard_op``, so a
+    policy that imitates the data errs mostly where the hard operation comes.
     """
     if not 0.0 <= error_frac <= 1.0:
         raise ValueError(f"error_frac must be in [0, 1], got {error_frac}")
     rng = rng_for(seed, "data", "warmup")
     out: list[tuple[Problem, list[str], int | None]] = []
     for p in problems:
-        if rng.random() < error_frac:
+        if noise is not None:
+            c = noisy_chain(p, rng, noise, hard_op=hard_op)
+            out.append((p, gold_chain(p), None) if c is None else (p, list(c.lines), c.first_error))
+        elif rng.random() < error_frac:
             c = corrupt_chain(p, rng)
             out.append((p, list(c.lines), c.first_error))
         else:
@@ -301,8 +390,11 @@ class ArithmeticTask:
         if self.reward_mode not in ("answer", "chain"):
             raise ValueError(f"reward_mode must be 'answer' or 'chain', got {self.reward_mode!r}")
 
-    def problems(self, n: int, *, seed: int, split: str = "train") -> list[Problem]:
-        return generate_problems(self.spec, n, seed=seed, split=split)
+    def problems(self, n: int, *, seed: int, split: str = "train",
+                 exclude: Sequence[Problem] = ()) -> list[Problem]:
+        """``generate_problems`` of the task's spec (``exclude``: e.g. the training problems, for a
+        validation split drawn from the same side of the hash partition)."""
+        return generate_problems(self.spec, n, seed=seed, split=split, exclude=exclude)
 
     def reward(self, problem: Problem, response: str) -> float:
         if self.reward_mode == "chain":
@@ -323,10 +415,37 @@ class ArithmeticTask:
                 return i + 1
         return None
 
+    def gold_thoughts(self, problem: Problem) -> list[str]:
+        """The gold chain's thoughts (step lines, then the answer line): what a coverage
+        measurement scores the policy's next-step probabilities on (``coverage``)."""
+        return gold_chain(problem)
+
     def is_final(self, thought: str) -> bool:
         """Whether a thought is an answer line (the chain ends there)."""
         s = thought.strip()
         return bool(_BOXED_RE.search(s)) or bool(_EQ_RE.match(s))
+
+
+def coverage(first_error: int | None, n_thoughts: int, gold_step_p: Sequence[float], *,
+             tau: float) -> tuple[int, int, int]:
+    """One sampled chain's share of the theory's coverage: (visited, improvable, first_errors).
+
+    The chain visits the states before each of its ``n_thoughts`` thoughts. The state before
+    thought k+1 lies on the gold path when thoughts 1..k are gold (k < ``first_error``); there the
+    policy's probability of the gold next thought is ``gold_step_p[k]`` (teacher-forced on the gold
+    chain), and the state is *improvable* when that probability is below ``1 - tau``: the best
+    action beats the policy's own by more than ``tau`` in success probability of the next step
+    (the tau-improvable set of the theory, measured on the step the policy can get wrong; states
+    after a first error are lost whatever comes next, so none of them is improvable).
+    ``first_errors`` is 1 when the chain holds a wrong thought (its first one is a visited
+    improvable-or-unlucky state), else 0: the share first_errors / visited is the coarser
+    "visited states whose next step is the first error".
+    """
+    if not 0.0 <= tau < 1.0:
+        raise ValueError(f"tau must be in [0, 1), got {tau}")
+    on_gold = n_thoughts if first_error is None else min(first_error, n_thoughts)
+    improvable = sum(1 for k in range(min(on_gold, len(gold_step_p))) if gold_step_p[k] < 1.0 - tau)
+    return n_thoughts, improvable, int(first_error is not None)
 
 
 def alphabet(spec: ArithmeticSpec) -> str:
@@ -338,7 +457,7 @@ def alphabet(spec: ArithmeticSpec) -> str:
 
 
 __all__ = [
-    "Arithmetic", "ArithmeticSpec", "ArithmeticTask", "CorruptedChain", "alphabet", "apply_op",
-    "corrupt_chain", "extract_answer", "generate_problems", "gold_chain", "make_splits",
-    "parse_problem", "sample_problem", "warmup_examples",
+    "Arithmetic", "ArithmeticSpec", "ArithmeticTask", "CorruptedChain", "StepNoise", "alphabet",
+    "apply_op", "corrupt_chain", "coverage", "extract_answer", "generate_problems", "gold_chain",
+    "make_splits", "noisy_chain", "parse_problem", "sample_problem", "warmup_examples",
 ]

@@ -1,0 +1,106 @@
+"""Benchmark: where a CPU-track RL step spends its time, and the speed-up of the coverage setup.
+
+Runs the same warm-up model, task and variant under several trainer settings *interleaved* (each
+setting is a live ``respo.llm.train.train`` generator; one step of each in turn, so all of them
+see the same machine load) and prints the median seconds per step, split into rollout
+(generation + localization), prep (the extra no-grad forwards for old log-probs), diagnostics
+(per-token gradient magnitudes) and update (forward + backward + AdamW), then the ratios against
+the first setting. Also times one held-out evaluation of each evaluation setting.
+
+Settings (on ``cpu-coverage``, which the coverage suites use):
+
+- ``before``: as the first CPU track ran (``cpu-synthetic``): 4 optimizer steps per RL step
+  (mini-batches of 4 prompts, so 3 of 4 mini-batches need an extra forward for their old
+  log-probs), gradient diagnostics every step, fp32 update;
+- ``1-opt``: one optimizer step per RL step, no per-step diagnostics, fp32 update;
+- ``after``: ``1-opt`` with the update's forward and backward in bf16 (``update_dtype``).
+
+    .venv/bin/python experiments/bench/bench_cpu_step.py --variants grpo srpo --steps 6
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/ (presets)
+
+from presets import get_preset  # noqa: E402
+
+from respo.llm.config import EvalConfig  # noqa: E402
+from respo.llm.train import train  # noqa: E402
+from respo.llm.train_parts import build_parts  # noqa: E402
+
+PARTS = ("time/rollout", "time/prep", "time/diagnostics", "time/update")
+
+
+def settings(base):  # name -> config
+    before = dataclasses.replace(base, minibatch_prompts=4, micro_batch_chains=32, diagnostics_every=1,
+                                 model=dataclasses.replace(base.model, update_dtype="same"))
+    one = dataclasses.replace(base, diagnostics_every=0, model=dataclasses.replace(base.model, update_dtype="same"))
+    return {"before": before, "1-opt": one, "after": base}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--variants", nargs="+", default=["grpo", "srpo"])
+    ap.add_argument("--task", default="arithmetic-hard:0.3")
+    ap.add_argument("--steps", type=int, default=6, help="timed steps per setting (after one untimed)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", type=Path, default=None, help="also write the numbers as JSON")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    report: dict = {"threads": args.threads, "task": args.task, "variants": {}}
+    for variant in args.variants:
+        base = dataclasses.replace(get_preset("cpu-coverage"), variant=variant, task=args.task,
+                                   steps=args.steps + 1, eval=EvalConfig(every=0), checkpoint_every=0)
+        gens = {name: train(cfg, build_parts(cfg)) for name, cfg in settings(base).items()}
+        rows: dict[str, list[dict]] = {name: [] for name in gens}
+        for k in range(args.steps + 1):
+            for name, g in gens.items():
+                m = next(g)
+                if k > 0:  # the first step warms caches and allocators
+                    rows[name].append(m)
+        out = {}
+        for name, rs in rows.items():
+            med = {p: statistics.median(r.get(p, 0.0) for r in rs) for p in (*PARTS, "time/step")}
+            out[name] = med
+        ref = out["before"]["time/step"]
+        print(f"\n{variant} ({args.task}, {args.threads} thread(s), median of {args.steps} interleaved steps)")
+        print(f"{'setting':8s} {'step s':>7s} {'rollout':>8s} {'prep':>6s} {'diag':>6s} {'update':>7s} {'speed-up':>9s}")
+        for name, med in out.items():
+            print(f"{name:8s} {med['time/step']:7.2f} {med['time/rollout']:8.2f} {med['time/prep']:6.2f} "
+                  f"{med['time/diagnostics']:6.2f} {med['time/update']:7.2f} {ref / med['time/step']:8.2f}x")
+        upd = out["1-opt"]["time/update"] / out["after"]["time/update"]
+        print(f"bf16 update alone: {upd:.2f}x faster update ({out['1-opt']['time/update']:.2f} s -> "
+              f"{out['after']['time/update']:.2f} s)")
+        report["variants"][variant] = out
+
+    # -- one evaluation: the first track's (256 problems, greedy + sampled) vs the coverage one -----
+    base = dataclasses.replace(get_preset("cpu-coverage"), variant="grpo", task=args.task)
+    evals = {"before (256, greedy+sampled)": EvalConfig(every=8, problems=256, seed=1000),
+             "after (512, sampled + coverage)": base.eval}
+    times = {}
+    for name, ev in evals.items():
+        parts = build_parts(dataclasses.replace(base, eval=ev))
+        probs = list(parts.eval_problems)[: ev.problems]
+        parts.evaluate(None, probs[:32])  # warm
+        t0 = time.perf_counter()
+        parts.evaluate(None, probs)
+        times[name] = time.perf_counter() - t0
+        print(f"evaluation {name}: {times[name]:.1f} s")
+    report["eval_s"] = times
+    if args.out is not None:
+        args.out.write_text(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

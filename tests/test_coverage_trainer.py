@@ -1,0 +1,102 @@
+"""The trainer with the coverage testbed's settings: the arithmetic-hard task, the coverage
+measurement in the evaluator, the bf16 update, one optimizer step per RL step; exact resume."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from respo.llm.config import EvalConfig
+from respo.llm.metrics import read_jsonl, without_wall_clock
+from respo.llm.train import train
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(one_torch_thread):
+    yield
+
+
+def _cfg(variant: str = "srpo", **kw):
+    from respo.commands.train import load_presets
+
+    base = load_presets().get_preset("tiny-smoke")
+    sampling = dataclasses.replace(base.sampling, max_response_tokens=40, max_thought_tokens=10)
+    return dataclasses.replace(
+        base, variant=variant, task="arithmetic-hard:0.3", steps=3, prompts_per_step=2,
+        minibatch_prompts=2, sampling=sampling,
+        model=dataclasses.replace(base.model, update_dtype="bfloat16"),
+        eval=EvalConfig(every=1, problems=6, seed=1000, at_start=True, greedy=False), **kw)
+
+
+@pytest.mark.parametrize("variant", ["srpo", "oracle"])
+def test_killed_coverage_run_resumes_exactly(tmp_path, variant):
+    from respo.llm.train_parts import build_parts
+
+    cfg = _cfg(variant)
+    list(train(cfg, build_parts(cfg), run_dir=tmp_path / "full"))
+    gen = train(cfg, build_parts(cfg), run_dir=tmp_path / "cut")
+    next(gen)
+    gen.close()
+    list(train(cfg, build_parts(cfg), run_dir=tmp_path / "cut", resume=True))
+    a = [without_wall_clock(r) for r in read_jsonl(tmp_path / "full" / "metrics.jsonl")]
+    b = [without_wall_clock(r) for r in read_jsonl(tmp_path / "cut" / "metrics.jsonl")]
+    assert len(a) == 3 and a == b
+    # The coverage measurement is there, before training and after every step, as shares.
+    assert 0.0 <= a[0]["eval0/cov_improvable"] <= 1.0 and 0.0 <= a[0]["eval0/cov_first_error"] <= 1.0
+    assert all("eval/cov_improvable" in r and "eval/greedy_pass@1" not in r for r in a)
+
+
+def test_gold_step_probs_are_teacher_forced_line_probabilities():
+    from respo.llm.train_parts import build_parts, gold_step_probs
+
+    cfg = _cfg("grpo")
+    parts = build_parts(cfg)
+    task, smp = parts.sampler.task, parts.sampler
+    probs = list(parts.eval_problems)[:3]
+    got = gold_step_probs(parts.model, parts.tokenizer, smp, task, probs, temperature=1.0)
+    tok = parts.tokenizer
+    for p, line_p in zip(probs, got, strict=True):
+        ids = list(smp.root(p).ids)
+        lines = task.gold_thoughts(p)
+        assert len(line_p) == len(lines)
+        for line, lp in zip(lines, line_p, strict=True):
+            new = tok.encode(line, add_special_tokens=False) + list(smp.fmt.delimiter.canonical)
+            total = 0.0
+            for t in new:  # one token at a time, no batching or padding
+                with torch.no_grad():
+                    logits = parts.model(input_ids=torch.tensor([ids])).logits[0, -1].float()
+                total += float(torch.log_softmax(logits, -1)[t])
+                ids.append(int(t))
+            assert math.isclose(lp, math.exp(total), rel_tol=1e-4, abs_tol=1e-7)
+
+
+def test_bf16_update_changes_the_update_little_and_keeps_generation_in_fp32():
+    from respo.llm.train_parts import build_parts
+
+    rows = {}
+    for dt in ("same", "bfloat16"):
+        cfg = dataclasses.replace(_cfg("grpo", seed=3), steps=1, eval=EvalConfig(),
+                                  model=dataclasses.replace(_cfg().model, update_dtype=dt))
+        parts = build_parts(cfg)
+        calls = []
+        orig = parts.model.forward
+
+        def spy(*a, _orig=orig, **kw):
+            calls.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
+            return _orig(*a, **kw)
+
+        parts.model.forward = spy
+        (rows[dt],) = list(train(cfg, parts))
+        n_gen = int(rows[dt]["gen/calls"])
+        assert n_gen > 0
+        if dt == "same":
+            assert set(calls) == {None}
+        else:  # generation forwards first (no autocast), the update's forwards in bf16
+            assert None in calls and torch.bfloat16 in calls
+    # Same rollouts (generation unchanged), nearly the same loss.
+    assert rows["same"]["tokens/generated"] == rows["bfloat16"]["tokens/generated"]
+    a, b = rows["same"]["loss/loss"], rows["bfloat16"]["loss/loss"]
+    assert abs(a - b) <= 0.05 * abs(a) + 1e-3
