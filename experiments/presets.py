@@ -72,7 +72,8 @@ PRESETS: dict[str, tuple[str, TrainConfig]] = {
         "CPU coverage testbed: the sft-warmup-hard model (600 steps, slips mostly at the hard "
         "operation *7) on arithmetic-hard:<f> (each step is *7 with probability f, the coverage "
         "knob), 16 prompts x 8 rollouts, one optimizer step per RL step at lr 3e-4 (chosen on the "
-        "validation split, experiments/LOG.md), bf16 update, 40 steps, sampled pass@1 (T = 1) and "
+        "validation split, experiments/LOG.md), bf16 update, the parent search in at most two rounds "
+        "(reset_search='rest'), 40 steps, sampled pass@1 (T = 1) and "
         "the measured coverage on 512 held-out problems before training and every 8 steps.",
         TrainConfig(
             name="cpu-coverage", variant="grpo", task="arithmetic-hard:0.3", train_problems=2000,
@@ -82,7 +83,7 @@ PRESETS: dict[str, tuple[str, TrainConfig]] = {
             sampling=SamplingConfig(temperature=1.0, top_p=1.0, delimiter="\n", max_thoughts=10,
                                     max_thought_tokens=16, max_response_tokens=128,
                                     prompt_variant="bare", localizer="confidence",
-                                    confidence_threshold=0.5),
+                                    confidence_threshold=0.5, reset_search="rest"),
             optim=OptimConfig(lr=3e-4, weight_decay=0.0),
             eval=EvalConfig(every=8, problems=512, seed=1000, at_start=True, greedy=False),
         ),
@@ -224,18 +225,22 @@ COVERAGE_SUITES: dict[str, CoverageSuite] = {
         "rarest improvable states (p03), 3 paired seeds, 40 steps.",
         (0, 1, 2), 40, ("p03",), ("grpo", "rrpo", "srpo", "oracle")),
     "coverage-val": CoverageSuite(
-        "Tuning on the validation split (training side of the hash partition): GRPO and SRPO at "
-        "p30 and p03 with learning rates 1e-4 / 3e-4 / 1e-3 and 1 or 4 optimizer steps per RL step.",
-        (100,), 40, ("p30", "p03"), ("grpo", "srpo"), tag="tune",
+        "Tuning on the validation split (training side of the hash partition, disjoint from the "
+        "training problems): GRPO at p30 with learning rates 1e-4 / 3e-4 / 1e-3 and 1 or 4 "
+        "optimizer steps per RL step, SRPO with the three rates at one step.",
+        (100,), 40, ("p30",), ("grpo", "srpo"), tag="tune",
         overrides={"eval": EvalConfig(every=8, problems=512, seed=2000, at_start=True, greedy=False,
                                       split="val")}),
 }
 """``coverage-val`` chooses ``OptimConfig.lr`` and ``minibatch_prompts`` (its runs are named
 ``<setting>-<arm>-lr<lr>-mb<k>-s<seed>``); the held-out split is never looked at for that."""
 
-TUNE_GRID: tuple[tuple[float, int], ...] = ((1e-4, 16), (3e-4, 16), (1e-3, 16), (3e-4, 4), (1e-4, 4))
-"""(learning rate, minibatch prompts) pairs of ``coverage-val``: mb 16 = one optimizer step per RL
-step, mb 4 = four."""
+TUNE_GRID: dict[str, tuple[tuple[float, int], ...]] = {
+    "grpo": ((1e-4, 16), (3e-4, 16), (1e-3, 16), (1e-4, 4), (3e-4, 4)),
+    "srpo": ((1e-4, 16), (3e-4, 16), (1e-3, 16)),
+}
+"""(learning rate, minibatch prompts) pairs of ``coverage-val`` per arm: mb 16 = one optimizer step
+per RL step, mb 4 = four."""
 
 
 def coverage_runs(name: str, *, seeds: tuple[int, ...] | None = None, steps: int | None = None,
@@ -252,7 +257,6 @@ def coverage_runs(name: str, *, seeds: tuple[int, ...] | None = None, steps: int
     if bad:
         raise ValueError(f"unknown coverage settings/arms {bad}; settings: {', '.join(COVERAGE_SETTINGS)}; "
                          f"arms: {', '.join(ARMS)}")
-    grid = TUNE_GRID if suite.tag == "tune" else ((None, None),)
     runs: list[SuiteRun] = []
     for seed in suite.seeds if seeds is None else seeds:
         for st in settings:
@@ -262,7 +266,7 @@ def coverage_runs(name: str, *, seeds: tuple[int, ...] | None = None, steps: int
                 if arm == "grpo-tok":
                     n = suite.token_matched_prompts.get(st, base.prompts_per_step)
                     kw.update(prompts_per_step=n, minibatch_prompts=n)
-                for lr, mb in grid:
+                for lr, mb in TUNE_GRID[arm] if suite.tag == "tune" else ((None, None),):
                     full = f"{st}-{arm}"
                     cfg_kw = dict(kw)
                     if lr is not None:

@@ -98,6 +98,11 @@ class Buffer(Generic[S]):
     offpolicy: list[bool] = field(default_factory=list)
     """Baselines only (else empty): chains whose tokens were sampled under another context
     (Critique-GRPO's refinements, trained as answers to the bare problem)."""
+    speculative: list[Chain[S]] = field(default_factory=list)
+    """``search="rest"`` only (else empty): fresh chains drawn in the parent search after the
+    buffer was already complete. Drawing them in one round saves rounds of generation; the
+    method as specified (one attempt at a time) would never have drawn them, so they are in
+    neither ``generated`` nor ``stats.fresh_attempts``, and are counted apart."""
 
     @property
     def rewards(self) -> NDArray[np.float64]:
@@ -209,13 +214,14 @@ class BatchLocalizer(Protocol[S, Pol]):
 
 
 def _fill(
-    has_localizer: bool, root: S, split: Split, rngs: Rngs, success: float
+    has_localizer: bool, root: S, split: Split, rngs: Rngs, success: float, search: str = "sequential"
 ) -> Generator_[_Extend[S] | _Locate[S], Any, Buffer[S]]:
     """One prompt's buffer as a coroutine: it yields sampling and localization requests and
     receives their answers, so a driver can serve many prompts in lock-step."""
     root_prefix: tuple[S, ...] = (root,)
     stats = BufferStats()
     generated: list[Chain[S]] = []
+    speculative: list[Chain[S]] = []
 
     def one_group(chains: list[Chain[S]]) -> Buffer[S]:
         return Buffer(
@@ -224,6 +230,7 @@ def _fill(
             role=["fresh"] * len(chains),
             generated=generated,
             stats=stats,
+            speculative=speculative,
         )
 
     def fresh(n: int) -> Generator_[_Extend[S], Any, list[Chain[S]]]:
@@ -245,7 +252,16 @@ def _fill(
         missing = (split.parents - len(parents)) + max(split.fresh - len(g1), 0)
         if missing <= 0:
             break
-        for c in (yield from fresh(min(missing, split.max_fresh - len(attempts)))):
+        n = min(missing, split.max_fresh - len(attempts))
+        if search == "rest" and attempts:  # later rounds: every attempt still allowed, at once
+            n = split.max_fresh - len(attempts)
+        drawn: list[Chain[S]] = yield _Extend(root_prefix, n, rngs.fresh)
+        for c in drawn:
+            if len(parents) >= split.parents and len(g1) >= split.fresh:
+                speculative.append(c)  # drawn after the buffer was complete: never needed
+                continue
+            generated.append(c)
+            stats.fresh_attempts += 1
             attempts.append(c)
             if c.reward < success and len(parents) < split.parents:
                 parents.append(c)
@@ -302,6 +318,7 @@ def _fill(
         suffix_group_of=suffix_group_of,
         generated=generated,
         stats=stats,
+        speculative=speculative,
     )
 
 
@@ -432,6 +449,7 @@ def build_buffers(
     rngs: Sequence[Rngs],
     success: float = 1.0,
     builder: str = "reset",
+    search: str = "sequential",
 ) -> list[Buffer[S]]:
     """``build_buffer`` for many prompts at once, in lock-step (one buffer per root).
 
@@ -443,11 +461,22 @@ def build_buffers(
     whose backend keys every row's random stream by its request's seed and row number (tested).
     ``builder`` (a variant's ``builder``) selects the published baselines' buffers
     (``_fill_baseline``); for "tree" the ``localizer`` argument is the ``Cutter``.
+
+    ``search`` (reset splits): ``"sequential"`` asks each round for exactly the missing slots,
+    so the search is the paper's one attempt at a time, but a prompt whose chains keep passing
+    needs up to ``max_fresh - budget_of_round_1`` rounds of generation; ``"rest"`` asks its
+    second round for every attempt still allowed at once (at most two rounds). The chains are
+    drawn and used in the same order, so the buffer has the same distribution; the chains the
+    second round drew beyond the point where the buffer was complete go to
+    ``Buffer.speculative`` (wall-clock savings paid in extra tokens, reported apart).
     """
     if len(roots) != len(rngs):
         raise ValueError(f"{len(roots)} roots but {len(rngs)} random-stream sets")
+    if search not in ("sequential", "rest"):
+        raise ValueError(f"search must be 'sequential' or 'rest', got {search!r}")
     if builder == "reset":
-        coros = [_fill(localizer is not None, r, split, g, success) for r, g in zip(roots, rngs, strict=True)]
+        coros = [_fill(localizer is not None, r, split, g, success, search)
+                 for r, g in zip(roots, rngs, strict=True)]
     else:
         coros = [_fill_baseline(builder, r, split, g, success) for r, g in zip(roots, rngs, strict=True)]
     results: list[Buffer[S] | None] = [None] * len(coros)
@@ -499,6 +528,7 @@ def build_buffer(
     rngs: Rngs,
     success: float = 1.0,
     builder: str = "reset",
+    search: str = "sequential",
 ) -> Buffer[S]:
     """Sample, localize and group one prompt's rollouts (see the module docstring).
 
@@ -506,7 +536,7 @@ def build_buffer(
     failed (the paper: verifier says wrong; for fractional code rewards, not all tests passed).
     """
     return build_buffers(sampler, localizer, policy, [root], split=split, rngs=[rngs],
-                         success=success, builder=builder)[0]
+                         success=success, builder=builder, search=search)[0]
 
 
 def buffer_metrics(buffers: list[Buffer[Any]]) -> dict[str, float]:

@@ -13,7 +13,10 @@ Settings (on ``cpu-coverage``, which the coverage suites use):
   (mini-batches of 4 prompts, so 3 of 4 mini-batches need an extra forward for their old
   log-probs), gradient diagnostics every step, fp32 update;
 - ``1-opt``: one optimizer step per RL step, no per-step diagnostics, fp32 update;
-- ``after``: ``1-opt`` with the update's forward and backward in bf16 (``update_dtype``).
+- ``bf16``: ``1-opt`` with the update's forward and backward in bf16 (``update_dtype``);
+- ``after``: ``bf16`` with the reset variants' parent search in at most two rounds of generation
+  (``reset_search="rest"``; the never-needed chains are reported as speculative tokens): the
+  ``cpu-coverage`` preset.
 
     .venv/bin/python experiments/bench/bench_cpu_step.py --variants grpo srpo --steps 6
 """
@@ -42,10 +45,13 @@ PARTS = ("time/rollout", "time/prep", "time/diagnostics", "time/update")
 
 
 def settings(base):  # name -> config
+    seq = dataclasses.replace(base.sampling, reset_search="sequential")
+    fp32 = dataclasses.replace(base.model, update_dtype="same")
     before = dataclasses.replace(base, minibatch_prompts=4, micro_batch_chains=32, diagnostics_every=1,
-                                 model=dataclasses.replace(base.model, update_dtype="same"))
-    one = dataclasses.replace(base, diagnostics_every=0, model=dataclasses.replace(base.model, update_dtype="same"))
-    return {"before": before, "1-opt": one, "after": base}
+                                 model=fp32, sampling=seq)
+    one = dataclasses.replace(base, diagnostics_every=0, model=fp32, sampling=seq)
+    bf16 = dataclasses.replace(one, model=base.model)
+    return {"before": before, "1-opt": one, "bf16": bf16, "after": base}
 
 
 def main() -> int:
@@ -70,7 +76,9 @@ def main() -> int:
                     rows[name].append(m)
         out = {}
         for name, rs in rows.items():
-            med = {p: statistics.median(r.get(p, 0.0) for r in rs) for p in (*PARTS, "time/step")}
+            med = {p: statistics.median(r.get(p, 0.0) for r in rs)
+                   for p in (*PARTS, "time/step", "tokens/generated", "tokens/generated_chains",
+                             "tokens/speculative")}
             out[name] = med
         ref = out["before"]["time/step"]
         print(f"\n{variant} ({args.task}, {args.threads} thread(s), median of {args.steps} interleaved steps)")
@@ -78,9 +86,13 @@ def main() -> int:
         for name, med in out.items():
             print(f"{name:8s} {med['time/step']:7.2f} {med['time/rollout']:8.2f} {med['time/prep']:6.2f} "
                   f"{med['time/diagnostics']:6.2f} {med['time/update']:7.2f} {ref / med['time/step']:8.2f}x")
-        upd = out["1-opt"]["time/update"] / out["after"]["time/update"]
+        print(f"generated tokens per step: {out['after']['tokens/generated']:.0f} "
+              f"({out['after']['tokens/generated_chains']:.0f} chains), speculative "
+              f"{out['after']['tokens/speculative']:.0f}")
+        upd = out["1-opt"]["time/update"] / out["bf16"]["time/update"]
         print(f"bf16 update alone: {upd:.2f}x faster update ({out['1-opt']['time/update']:.2f} s -> "
-              f"{out['after']['time/update']:.2f} s)")
+              f"{out['bf16']['time/update']:.2f} s); two-round search alone: "
+              f"{out['bf16']['time/rollout'] / out['after']['time/rollout']:.2f}x faster rollout")
         report["variants"][variant] = out
 
     # -- one evaluation: the first track's (256 problems, greedy + sampled) vs the coverage one -----

@@ -226,10 +226,12 @@ def main(argv: list[str]) -> int:
         from respo.commands import figures
 
         out = args.figures_out or (suite_dir / "figures")
-        rc = figures.main(["--only", "cpu_track", "--runs", str(suite_dir), "--out", str(out)])
+        coverage = args.suite in presets.COVERAGE_SUITES
+        notebook, table_name = ("cpu_coverage", "cpu_coverage_tables.md") if coverage else ("cpu_track", "cpu_tables.md")
+        rc = figures.main(["--only", notebook, "--runs", str(suite_dir), "--out", str(out)])
         if rc:
             return rc
-        table = out / "cpu_tables.md"
+        table = out / table_name
         if table.exists():
             print(table.read_text())
         print(f"[cpu-track] figures and tables in {out}")

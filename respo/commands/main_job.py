@@ -5,11 +5,12 @@ Two stages, each printing its wall time:
 1. ``respo figures``: every notebook under ``notebooks/`` into ``paper_figures/``: the theory
    figures (computed from scratch) and the CPU-track figures and tables (read from the committed
    run results under ``experiments/results/cpu_track/full``).
-2. ``respo cpu-track --suite quick``: a short comparison of GRPO, RRPO, SRPO (confidence
-   self-localizer) and the oracle reset on the synthetic step-verifiable task, 3 seeds, starting
-   from the shipped supervised warm-up model (trained first if it is missing). Runs, figures and
-   the results table go to ``runs/cpu_track/quick/``; the table is printed. Interrupted? Run the
-   same command again: finished runs are skipped, the others resume from their checkpoints.
+2. ``respo cpu-track --suite coverage-quick --jobs 2 --threads 1``: GRPO, RRPO, SRPO
+   (confidence self-localizer) and the oracle reset on the coverage testbed's setting with the
+   rarest improvable states, 3 paired seeds x 40 steps, two runs at a time, starting from the
+   shipped warm-up model ``sft-warmup-hard`` (trained first if it is missing). Runs, figures and
+   the results table go to ``runs/cpu_track/coverage-quick/``; the table is printed. Interrupted?
+   Run the same command again: finished runs are skipped, the others resume from checkpoints.
 
 ``--suite smoke`` replaces stage 2 by a seconds-long plumbing check on a random tiny model.
 """
@@ -26,11 +27,13 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--size", choices=("small", "full"), default="full",
                         help="theory figure size: small is a seconds-long smoke version")
     parser.add_argument("--out", default=None, help="figure folder (default: the repo's paper_figures/)")
-    parser.add_argument("--suite", default="quick", help="CPU-track suite of stage 2 (quick, smoke, full)")
+    parser.add_argument("--suite", default="coverage-quick",
+                        help="CPU-track suite of stage 2 (coverage-quick, coverage, quick, smoke, full)")
     parser.add_argument("--runs-dir", default="runs/cpu_track", help="where stage 2 writes its runs")
     parser.add_argument("--skip-figures", action="store_true", help="skip stage 1")
     parser.add_argument("--skip-training", action="store_true", help="skip stage 2")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads of stage 2")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads per process of stage 2")
+    parser.add_argument("--jobs", type=int, default=2, help="stage 2: runs trained at once")
     parser.add_argument("--tags", nargs="*", default=None,
                         help="stage 2: keep only these comparisons (main, split, pairing, clip)")
     args = parser.parse_args(argv)
@@ -49,7 +52,8 @@ def main(argv: list[str]) -> int:
             return rc
     if not args.skip_training:
         t0 = time.perf_counter()
-        argv = ["--suite", args.suite, "--runs-dir", args.runs_dir, "--threads", str(args.threads)]
+        argv = ["--suite", args.suite, "--runs-dir", args.runs_dir, "--threads", str(args.threads),
+                "--jobs", str(args.jobs)]
         if args.tags:
             argv += ["--tags", *args.tags]
         rc = cpu_track.main(argv)

@@ -100,6 +100,12 @@ class SamplingConfig:
     fallback: str = "step1"
     """What a localizer that cannot decide does: ``step1`` (the paper's code), ``uniform`` or
     ``skip`` (no reset group for that parent). Every fallback is counted in the metrics."""
+    reset_search: Literal["sequential", "rest"] = "sequential"
+    """How reset variants draw fresh chains while looking for a failed parent
+    (``respo.buffer.build_buffers``' ``search``): ``sequential`` (the paper's one attempt at a
+    time: up to ``max_fresh`` rounds of generation for a prompt whose chains keep passing) or
+    ``rest`` (the second round draws every attempt still allowed at once; at most two rounds, same
+    buffer distribution; the never-needed chains are counted as ``tokens/speculative``)."""
     scale_logits_by_temperature: bool = True
     """Compute training log-probs from logits / temperature, the distribution that sampled the
     tokens (as verl does); False uses the raw logits."""

@@ -620,7 +620,7 @@ def train(
             buffers: list[Buffer[Any]] = build_buffers(
                 parts.sampler, parts.localizer, policy, [parts.root(p) for p in probs],
                 split=split, rngs=[Rngs.keyed(cfg.seed, step, j) for j in mine],
-                builder=variant.builder)
+                builder=variant.builder, search=cfg.sampling.reset_search)
         for prob, buf in zip(probs, buffers, strict=True):
             for i, c in enumerate(buf.generated):
                 check_reward(c.reward, where=f"step {step}, problem {prob.id!r}, chain {i}")
@@ -794,10 +794,11 @@ def train(
             sum(int(m.mask.sum()) for mb in minibatches for m in mb),
             sum(n_new_tokens(c) for b in buffers for c in b.generated),
             sum(len(b.generated) for b in buffers),
+            sum(n_new_tokens(c) for b in buffers for c in b.speculative),
             *popped.values(),
         ], dtype=torch.float64, device=device)
         counts = _all_reduce(local_counts, "sum")
-        popped = {k: float(v) for k, v in zip(popped, counts[4:].tolist(), strict=True)}
+        popped = {k: float(v) for k, v in zip(popped, counts[5:].tolist(), strict=True)}
         skeletons = [_skeleton(b) for b in buffers]
         fresh_gen = [c.reward for b in buffers for c in b.generated if c.prefix_len == 0]
         records = rollout_records(buffers, probs, parts.judge)
@@ -839,6 +840,8 @@ def train(
             "tokens/generated_chains": float(counts[3]),
             "tokens/localization": popped.get("localize/tokens", 0.0),
         })
+        if cfg.sampling.reset_search != "sequential":
+            metrics["tokens/speculative"] = float(counts[4])
         metrics.update(popped)
         if parts.judge is not None:
             metrics.update(localization_metrics(records))
