@@ -1,8 +1,8 @@
 """``respo prepare``: write the paper's data splits as JSONL files plus a manifest.
 
-Reads each dataset from the hub (a connected machine) or, with ``--local DIR``, from files named
-``<dataset>.jsonl`` / ``.json`` / ``.parquet`` in the hub's row format (see
-``respo.tasks.registry``). Writes ``<out>/<split>.jsonl`` for ``olympiads_train``, ``oly``,
+Reads each dataset from the hub at its pinned revision (a connected machine) or, with
+``--local DIR``, from files named ``<dataset>.jsonl`` / ``.json`` / ``.parquet`` in the hub's row
+format or repository snapshots ``DIR/<owner>/<name>/`` (see ``respo.tasks.registry``). Writes ``<out>/<split>.jsonl`` for ``olympiads_train``, ``oly``,
 ``lcb_v6_medium`` and the other benchmarks, and ``<out>/manifest.json`` with each file's sha256
 and row count and, per source, the hub id, the revision the rows came from, where they were read,
 and the rows kept, filtered and skipped (by reason, first rows named).
