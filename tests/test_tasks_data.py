@@ -154,7 +154,7 @@ def test_local_formats(tmp_path):
 
 
 def test_registry_names_and_unknown():
-    assert len(SOURCES) == 11
+    assert len(SOURCES) == 12
     assert set(BENCHMARKS) - {"oly"} <= set(SOURCES)
     with pytest.raises(KeyError, match="valid:"):
         source("gsm8k")
@@ -174,7 +174,7 @@ def test_private_tests_decoding_refuses_code():
         decode_private_tests(evil)
 
 
-def test_hub_path_calls_load_dataset_by_name(monkeypatch):
+def test_hub_path_calls_load_dataset_by_name_at_the_pin(monkeypatch):
     import datasets
 
     calls = []
@@ -185,6 +185,4 @@ def test_hub_path_calls_load_dataset_by_name(monkeypatch):
 
     monkeypatch.setattr(datasets, "load_dataset", fake)
     assert list(load_rows("hmmt_nov_2025")) == [{"problem_idx": 1, "problem": "p", "answer": "1"}]
-    list(load_rows("lcb_v6"))
-    assert calls[0][:3] == ("MathArena/hmmt_nov_2025", None, "train")
-    assert calls[1][0] == "livecodebench/code_generation_lite" and "test6.jsonl" in calls[1][3]["data_files"]["test"]
+    assert calls == [("MathArena/hmmt_nov_2025", None, "train", {"revision": SOURCES["hmmt_nov_2025"].revision})]

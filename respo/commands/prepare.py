@@ -1,10 +1,11 @@
 """``respo prepare``: write the paper's data splits as JSONL files plus a manifest.
 
-Reads each dataset from the hub (a connected machine) or, with ``--local DIR``, from files named
-``<dataset>.jsonl`` / ``.json`` / ``.parquet`` in the hub's row format (see
-``respo.tasks.registry``). Writes ``<out>/<split>.jsonl`` for ``olympiads_train``, ``oly``,
+Reads each dataset from the hub at its pinned revision (a connected machine) or, with
+``--local DIR``, from files named ``<dataset>.jsonl`` / ``.json`` / ``.parquet`` in the hub's row
+format or repository snapshots ``DIR/<owner>/<name>/`` (see ``respo.tasks.registry``). Writes ``<out>/<split>.jsonl`` for ``olympiads_train``, ``oly``,
 ``lcb_v6_medium`` and the other benchmarks, and ``<out>/manifest.json`` with each file's sha256
-and row count and, per source, the rows kept, filtered and skipped (by reason, first rows named).
+and row count and, per source, the hub id, the revision the rows came from, where they were read,
+and the rows kept, filtered and skipped (by reason, first rows named).
 The same inputs and seed give byte-identical files. Skipped rows are printed, never hidden;
 ``--strict`` stops at the first bad row instead.
 """
@@ -15,6 +16,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import tyro
 
@@ -26,7 +28,10 @@ class PrepareConfig:
     out: Path = Path("data/prepared")
     """Output folder for the JSONL files and manifest.json."""
     local: Path | None = None
-    """Folder with local copies in the hub's formats (<dataset>.jsonl); None loads from the hub."""
+    """Folder with local copies in the hub's formats (<dataset>.jsonl) or repository snapshots
+    (<owner>/<name>/, e.g. from huggingface-cli download); None loads from the hub at pinned revisions."""
+    lcb_scope: Literal["release_v6", "v6_only"] = "release_v6"
+    """LiveCodeBench v6: all of release_v6 (the authors' code) or only the problems v6 added."""
     seed: int = 42
     """Shuffle and sampling seed (the paper: 42)."""
     only: tuple[str, ...] = ()
@@ -56,7 +61,8 @@ def run(cfg: PrepareConfig) -> dict[str, object]:
         verifiable = verifier.parses
     try:
         outputs, reports = prepare(local=cfg.local, seed=cfg.seed, only=cfg.only or None, n_train=cfg.n_train,
-                                   n_test=cfg.n_test, item_cap=cfg.cap, strict=cfg.strict, verifiable=verifiable)
+                                   n_test=cfg.n_test, item_cap=cfg.cap, strict=cfg.strict, verifiable=verifiable,
+                                   lcb_scope=cfg.lcb_scope)
     finally:
         if verifier is not None:
             if verifier.stats["timeouts"]:
@@ -71,7 +77,7 @@ def run(cfg: PrepareConfig) -> dict[str, object]:
         files[name] = {"rows": len(problems), "sha256": sha256(data)}
     manifest: dict[str, object] = {
         "seed": cfg.seed, "source": str(cfg.local) if cfg.local else "hub", "n_train": cfg.n_train,
-        "n_test": cfg.n_test, "cap": cfg.cap, "files": files,
+        "n_test": cfg.n_test, "cap": cfg.cap, "lcb_scope": cfg.lcb_scope, "files": files,
         "sources": {k: v.as_dict() for k, v in sorted(reports.items())},
     }
     (cfg.out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")

@@ -6,10 +6,11 @@
   (the last ``\\boxed{}`` of the solution parses with math-verify); shuffled with seed 42 (the
   permutation ``rng_for(42).permutation(n)``, which equals ``datasets.Dataset.shuffle(seed=42)``),
   then the first 400 train and the next 100 test (the OLY benchmark).
-- **LiveCodeBench v6 medium**: each problem's tests are shuffled (keyed by seed and problem id)
-  and split 50/50 into reward tests (``tests``) and held-out tests (``heldout_tests``); with an
-  odd count the held-out half gets the extra test. Problems with fewer than 2 tests are skipped
-  (counted).
+- **LiveCodeBench v6 medium**: the medium problems of ``release_v6`` (all six release files, as
+  the authors' code loads it; ``lcb_scope="v6_only"`` reads only the problems v6 added); each
+  problem's tests are shuffled (keyed by seed and problem id) and split 50/50 into reward tests
+  (``tests``) and held-out tests (``heldout_tests``); with an odd count the held-out half gets
+  the extra test. Problems with fewer than 2 tests are skipped (counted).
 - **MATH level 5**: 500 sampled; every other benchmark at most 500 items (a seeded sample
   without replacement when larger, kept in the source order).
 
@@ -31,7 +32,15 @@ from typing import Any
 
 from respo.seeding import rng_for
 from respo.tasks.base import Problem
-from respo.tasks.registry import BENCHMARKS, LoadReport, convert_rows, load_rows
+from respo.tasks.registry import (
+    BENCHMARKS,
+    LCB_SCOPES,
+    LoadReport,
+    convert_rows,
+    hub_revision,
+    load_rows,
+    snapshot_dir,
+)
 
 PAPER_SEED = 42
 CAP = 500
@@ -113,18 +122,28 @@ def sha256(data: bytes) -> str:
 
 def prepare(*, local: str | Path | None, seed: int = PAPER_SEED, only: Sequence[str] | None = None,
             n_train: int = 400, n_test: int = 100, item_cap: int = CAP, strict: bool = False,
-            verifiable: Callable[[str], bool] | None = None) -> tuple[dict[str, list[Problem]], dict[str, LoadReport]]:
+            verifiable: Callable[[str], bool] | None = None,
+            lcb_scope: str = "release_v6") -> tuple[dict[str, list[Problem]], dict[str, LoadReport]]:
     """All prepared splits by output name, and a load report per source.
 
     Outputs: ``olympiads_train``, ``oly`` (test), ``lcb_v6_medium`` and the other nine
     benchmarks by their ``BENCHMARKS`` name. ``only`` restricts to some output names.
+    ``lcb_scope`` (a ``LCB_SCOPES`` key) picks the LiveCodeBench source. Each report records the
+    commit its rows came from (hub) or the registry's pin and the file read (local).
     """
+    if lcb_scope not in LCB_SCOPES:
+        raise KeyError(f"unknown lcb_scope {lcb_scope!r}; valid: {', '.join(LCB_SCOPES)}")
     want = set(only) if only else {"olympiads_train", "lcb_v6_medium", *BENCHMARKS}
     outputs: dict[str, list[Problem]] = {}
     reports: dict[str, LoadReport] = {}
 
     def load(name: str) -> list[Problem]:
-        problems, report = convert_rows(name, load_rows(name, local=local), strict=strict)
+        revision = hub_revision(name) if local is None else None
+        problems, report = convert_rows(name, load_rows(name, local=local, revision=revision), strict=strict)
+        if local is None:
+            report.revision, report.origin = revision, "hub"
+        else:
+            report.origin = str(snapshot_dir(name, local) or local) if Path(local).is_dir() else str(local)
         reports[name] = report
         return problems
 
@@ -137,7 +156,7 @@ def prepare(*, local: str | Path | None, seed: int = PAPER_SEED, only: Sequence[
         if "oly" in want:
             outputs["oly"] = test
     if "lcb_v6_medium" in want:
-        outputs["lcb_v6_medium"] = cap([split_tests(p, seed=seed) for p in load("lcb_v6")], item_cap,
+        outputs["lcb_v6_medium"] = cap([split_tests(p, seed=seed) for p in load(LCB_SCOPES[lcb_scope])], item_cap,
                                        seed=seed, name="lcb_v6_medium")
     for name in BENCHMARKS:
         if name == "oly" or name not in want:

@@ -1,37 +1,28 @@
 """The paper's training sets and ten benchmarks: where they live and how a row becomes a Problem.
 
-Each ``Source`` names a hub dataset (id, config, split), the task that scores it, and a
-``convert(row, index) -> Problem`` that raises ``BadRow`` for a row it cannot use (missing or
-unverifiable answer, wrong types, empty question). ``load_rows`` reads rows from the hub
-(``datasets.load_dataset``, on a connected machine) or from local files in the hub's formats
-(JSONL, JSON list, Parquet); ``convert_rows`` turns them into Problems and returns a ``LoadReport``
-that counts every skipped row by reason and names the first few (P9: never silent), or raises
-on the first bad row with ``strict=True``.
+Each ``Source`` names a hub dataset (id, pinned ``revision``, config, split), the task that scores
+it, a ``convert(row, index) -> Problem`` that raises ``BadRow`` for a row it cannot use (missing
+or unverifiable answer, wrong types, empty question), and ``evidence``: the public material its
+id, revision and row format were checked against. ``load_rows`` reads rows from the hub at the
+pinned revision, from local files in the hub's row formats (JSONL, JSON list, Parquet) or from a
+local repository snapshot (``<dir>/<owner>/<name>/``, as ``huggingface-cli download --local-dir``
+writes it). ``convert_rows`` turns rows into Problems and returns a ``LoadReport`` that counts
+every skipped row by reason and names the first few (P9: never silent), or raises on the first
+bad row with ``strict=True``.
 
-Hub ids and field names are our best knowledge (the paper lists benchmark names only). Marked
-**uncertain** below are those whose id, split or fields we could not confirm offline:
+The paper lists benchmark names only; the ids, splits and selections follow the authors' public
+code (``Ankur-Samanta/SRPO``, ``training/scripts/prepare_datasets.py``) where it shows them. Two
+choices are ours and one option away:
 
-- ``numina_olympiads``: ``AI-MO/NuminaMath-CoT`` train, fields ``source``, ``problem``,
-  ``solution`` (answer = last ``\\boxed{}`` of the solution). Confident.
-- ``lcb_v6``: ``livecodebench/code_generation_lite``, the files ``test.jsonl`` .. ``test6.jsonl``
-  (``release_v6``; current ``datasets`` no longer runs the repository's loading script, so the
-  JSONL files are named directly; file names **uncertain**), split ``test``;
-  fields ``question_id``, ``question_title``, ``question_content``, ``starter_code``,
-  ``difficulty``, ``public_test_cases`` (JSON), ``private_test_cases`` (base64 of zlib of a
-  pickled JSON string), ``metadata`` (JSON with ``func_name``). **Uncertain**: whether the paper's
-  "v6" means all of ``release_v6`` or only the problems added in v6 (then keep ``test6.jsonl``).
-- ``acereason_math``: ``nvidia/AceReason-Math`` train, ``problem``, ``answer``. **Uncertain**
-  which 500 items the paper evaluated on (we take a seeded sample).
-- ``commonsenseqa``: ``tau/commonsense_qa`` validation (the test split has no labels),
-  ``question``, ``choices.label``/``choices.text``, ``answerKey``. Confident.
-- ``sciknoweval_{chemistry,physics,biology,materials}``: ``hicai-zju/SciKnowEval`` test;
-  fields ``question``, ``choices.text``/``choices.label``, ``answerKey``, ``domain``
-  (``Chemistry``, ``Physics``, ``Biology``, ``Material``), ``details.level`` (``L3``), ``type``
-  (multiple-choice types ``mcq-*``, and ``true_or_false``). **Uncertain**: split and field names.
-- ``hmmt_nov_2025``: ``MathArena/hmmt_nov_2025`` train, ``problem``, ``answer``. **Uncertain**.
-- ``math_l5``: ``DigitalLearningGmbH/MATH-lighteval`` test, ``problem``, ``level``,
-  ``solution`` (answer = last box). **Uncertain** which MATH mirror the paper used.
-- ``strategyqa``: ``ChilleD/StrategyQA`` test, ``question``, ``answer`` (bool). **Uncertain**.
+- LiveCodeBench "v6" is all of ``release_v6`` (the files ``test.jsonl`` .. ``test6.jsonl``, 1,055
+  problems, May 2023 - Apr 2025), as the authors' code loads it (``version_tag="release_v6"``, no
+  date window); ``lcb_v6_only`` (``test6.jsonl``, the 175 problems v6 added) is the other
+  reading, chosen with ``respo prepare --lcb-scope v6_only``. The repository still holds its
+  loading script, which current ``datasets`` refuses and older versions run, so the JSONL files
+  are downloaded (``huggingface_hub.hf_hub_download``) and read directly.
+- SciKnowEval L3 keeps multiple-choice and true/false rows (true/false become the choices Yes / No,
+  gold from ``answer``); Chemistry's free-text ``filling`` rows are filtered out by design (no
+  choice to verify; the authors' code keeps them under a substring match).
 """
 
 from __future__ import annotations
@@ -65,15 +56,22 @@ Converter = Callable[[Row, int], Problem]
 
 @dataclass(frozen=True)
 class Source:
-    """One dataset: hub location, the task kind that scores it, and its row converter."""
+    """One dataset: hub location and revision, the task kind that scores it, and its row converter."""
 
     name: str
     hub_id: str
     split: str
     kind: str  # "math" | "choice" | "yesno" | "code"
     convert: Converter
+    revision: str | None
+    """Pinned hub commit (40 hex digits); None where no public record of one was found offline
+    (``evidence`` says so), and then the commit of ``main`` at load time is recorded instead."""
     config: str | None = None
-    load_kwargs: tuple[tuple[str, Any], ...] = ()
+    data_files: tuple[str, ...] = ()
+    """Files read straight from the repository (bypassing ``datasets`` and any loading script the
+    repository holds); empty: ``datasets.load_dataset(hub_id, config, split=split)``."""
+    evidence: str = ""
+    """The public material the id, revision and row format were checked against."""
     description: str = ""
     local_name: str = ""
     """File stem shared with other sources of the same hub dataset (e.g. ``sciknoweval``)."""
@@ -84,6 +82,11 @@ class LoadReport:
     """What a conversion kept and skipped (by reason, with the first few rows named)."""
 
     source: str
+    hub_id: str = ""
+    revision: str | None = None
+    """The commit the rows came from (hub), or the registry's pin (local files)."""
+    origin: str = ""
+    """``hub``, or the local file / snapshot folder read."""
     kept: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
     """Defective rows by reason (missing/unverifiable answer, wrong type, empty question...)."""
@@ -104,8 +107,8 @@ class LoadReport:
                 f"e.g. {self.examples[:3]}")
 
     def as_dict(self) -> dict[str, Any]:
-        return {"kept": self.kept, "skipped": dict(self.skipped), "filtered": dict(self.filtered),
-                "examples": list(self.examples)}
+        return {"hub_id": self.hub_id, "revision": self.revision, "origin": self.origin, "kept": self.kept,
+                "skipped": dict(self.skipped), "filtered": dict(self.filtered), "examples": list(self.examples)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -280,6 +283,20 @@ def convert_csqa(row: Row, index: int) -> Problem:
     return _mc_problem(_rid(row, ["id"], index, "csqa"), _str(row, "question"), labels, texts, row.get("answerKey"))
 
 
+SCIKNOWEVAL_FREE_TEXT = ("filling", "open-ended-qa")
+"""SciKnowEval row types with a free-text answer: no choice to verify, filtered out by design."""
+
+
+def _yes_no_key(row: Row) -> str:
+    """The letter of a true/false row's gold among the choices (A) Yes (B) No, from ``answer``."""
+    a = row.get("answer")
+    if a is None:
+        raise BadRow("missing_field", "answer")
+    if not isinstance(a, str) or a.strip().lower() not in ("yes", "no"):
+        raise BadRow("bad_answer", f"true_or_false answer {a!r} is not Yes/No")
+    return "A" if a.strip().lower() == "yes" else "B"
+
+
 def _sciknoweval(domain: str, short: str) -> Converter:
     def convert(row: Row, index: int) -> Problem:
         if str(row.get("domain", "")).lower() != domain.lower():
@@ -288,13 +305,18 @@ def _sciknoweval(domain: str, short: str) -> Converter:
         level = details.get("level") if isinstance(details, dict) else None
         if level != "L3":
             raise BadRow("other_level", str(level))
-        q = _str(row, "question")
         kind = str(row.get("type", ""))
-        if kind == "true_or_false" or kind.startswith("mcq"):
+        if kind in SCIKNOWEVAL_FREE_TEXT:
+            raise BadRow("other_type", kind)
+        q = _str(row, "question")
+        pid = f"sciknoweval-{short}-{index}"
+        if kind.startswith("mcq"):
             labels, texts = _choices(row)
-            return _mc_problem(f"sciknoweval-{short}-{index}", q, labels, texts, row.get("answerKey"),
-                               type=kind)
-        raise BadRow("unverifiable_type", kind)
+            return _mc_problem(pid, q, labels, texts, row.get("answerKey"), type=kind)
+        if kind == "true_or_false":
+            # The dataset gives these no choices and an empty answerKey; the gold is answer "Yes"/"No".
+            return _mc_problem(pid, q, ["A", "B"], ["Yes", "No"], _yes_no_key(row), type=kind)
+        raise BadRow("unknown_type", kind)
 
     return convert
 
@@ -319,24 +341,64 @@ def convert_strategyqa(row: Row, index: int) -> Problem:
     return Problem(_rid(row, ["qid"], index, "strategyqa"), _str(row, "question"), "yes" if a else "no")
 
 
+LCB_RELEASE_V6 = ("test.jsonl", "test2.jsonl", "test3.jsonl", "test4.jsonl", "test5.jsonl", "test6.jsonl")
+"""LiveCodeBench ``release_v6``: the six release files, each adding the problems of one release."""
+
+_SRPO = "authors' code Ankur-Samanta/SRPO training/scripts/prepare_datasets.py"
+_LCB_EVIDENCE = (
+    "revision 0fe84c39 pinned by several public projects that read test*.jsonl at it, test6.jsonl "
+    "included; fields and private-test encoding (base64, zlib, pickle, JSON) as the " + _SRPO + " and "
+    "lasgroup/SDPO's loader decode them; the repository keeps code_generation_lite.py, so the files "
+    "are read directly")
+_SKE_EVIDENCE = (
+    "dataset card declares one config v2 (split test, data/v2/sciknoweval_test_v2.jsonl); revision "
+    "92ef969a pinned as 'SciKnowEval V2' by a public project; row format (choices.text/label, "
+    "answerKey, answer, type, domain, details.level) as in the GitHub repository HICAI-ZJU/SciKnowEval "
+    "raw_data (V2) and the " + _SRPO + "; the hub file itself was not read offline")
+
 SOURCES: dict[str, Source] = {s.name: s for s in [
     Source("numina_olympiads", "AI-MO/NuminaMath-CoT", "train", "math", convert_numina,
+           "9d8d210c9f6a36c8f3cd84045668c9b7800ef517",
+           evidence="revision pinned as main by public projects; fields source/problem/solution and the "
+                    "'olympiads' filter as in the " + _SRPO,
            description="NuminaMath-CoT, source 'olympiads' (train 400 / OLY test 100)"),
     Source("lcb_v6", "livecodebench/code_generation_lite", "test", "code", convert_lcb,
-           load_kwargs=(("data_files", {"test": ["test.jsonl", "test2.jsonl", "test3.jsonl", "test4.jsonl",
-                                                 "test5.jsonl", "test6.jsonl"]}),),
-           description="LiveCodeBench v6, medium difficulty"),
-    Source("acereason_math", "nvidia/AceReason-Math", "train", "math", convert_acereason),
-    Source("commonsenseqa", "tau/commonsense_qa", "validation", "choice", convert_csqa),
+           "0fe84c3912ea0c4d4a78037083943e8f0c4dd505", data_files=LCB_RELEASE_V6, evidence=_LCB_EVIDENCE,
+           description="LiveCodeBench release_v6 (all six files, as the authors' code loads it), medium"),
+    Source("lcb_v6_only", "livecodebench/code_generation_lite", "test", "code", convert_lcb,
+           "0fe84c3912ea0c4d4a78037083943e8f0c4dd505", data_files=LCB_RELEASE_V6[-1:], evidence=_LCB_EVIDENCE,
+           description="LiveCodeBench, only the problems release_v6 added (test6.jsonl), medium"),
+    Source("acereason_math", "nvidia/AceReason-Math", "train", "math", convert_acereason, None,
+           evidence="unpinned: no public record of a full commit found offline (a mirror page shows the "
+                    "card's last commit as 87d58d8, abbreviated); fields problem/answer, split train as on "
+                    "the dataset card and in public loaders"),
+    Source("commonsenseqa", "tau/commonsense_qa", "validation", "choice", convert_csqa,
+           "94630fe30dad47192a8546eb75f094926d47e155",
+           evidence="revision pinned by several public projects; validation split (test has no labels), "
+                    "question, choices.label/text, answerKey as on the dataset card"),
     *[Source(f"sciknoweval_{d.lower()}", "hicai-zju/SciKnowEval", "test", "choice", _sciknoweval(dom, d.lower()),
+             "92ef969ad0a8bd6e195e0ac18af2c46e307e0cc2", config="v2", evidence=_SKE_EVIDENCE,
              local_name="sciknoweval")
       for d, dom in (("Chemistry", "Chemistry"), ("Physics", "Physics"), ("Biology", "Biology"),
                      ("Materials", "Material"))],
-    Source("hmmt_nov_2025", "MathArena/hmmt_nov_2025", "train", "math", convert_hmmt),
-    Source("math_l5", "DigitalLearningGmbH/MATH-lighteval", "test", "math", convert_math_l5),
-    Source("strategyqa", "ChilleD/StrategyQA", "test", "yesno", convert_strategyqa),
+    Source("hmmt_nov_2025", "MathArena/hmmt_nov_2025", "train", "math", convert_hmmt,
+           "118dbfb45c4c9467c672268ed55166642897aa46",
+           evidence="revision pinned by two public evaluation projects (30 problems); split train, fields "
+                    "problem/answer as in the authors' training/scripts/prepare_new_evals.py"),
+    Source("math_l5", "DigitalLearningGmbH/MATH-lighteval", "test", "math", convert_math_l5,
+           "0530c78699ea5e8eb5530600900e1f328b48acad",
+           evidence="revision pinned by a public evaluation catalog; fields problem/level/solution/type. The "
+                    "authors' training/scripts/prepare_math_level5.py reads another mirror of the same MATH "
+                    "test problems, EleutherAI/hendrycks_math (per subject), which this entry does not use"),
+    Source("strategyqa", "ChilleD/StrategyQA", "test", "yesno", convert_strategyqa,
+           "705562638fe1d8ca6bb98c66fc8f94d45fda8c83",
+           evidence="revision pinned by several public projects; test split, question, answer (bool) as in "
+                    "the authors' training/scripts/prepare_reasoning_evals.py (ChilleD first)"),
 ]}
 """Every dataset by name; an unknown name raises listing these (``source``)."""
+
+LCB_SCOPES = {"release_v6": "lcb_v6", "v6_only": "lcb_v6_only"}
+"""What "LiveCodeBench v6" reads, by scope name: the source behind ``lcb_v6_medium``."""
 
 BENCHMARKS = ("oly", "acereason_math", "commonsenseqa", "sciknoweval_chemistry", "sciknoweval_physics",
               "sciknoweval_biology", "sciknoweval_materials", "hmmt_nov_2025", "math_l5", "strategyqa")
@@ -376,9 +438,42 @@ def read_local(path: str | Path) -> Iterator[Row]:
         raise ValueError(f"{p}: unsupported file type (use .jsonl, .json or .parquet)")
 
 
-def load_rows(name: str, *, local: str | Path | None = None) -> Iterator[Row]:
-    """Rows of dataset ``name``: from ``local`` (a file, or a folder holding ``<name>.*``) or the hub."""
+def snapshot_dir(name: str, local: str | Path) -> Path | None:
+    """The repository snapshot of dataset ``name`` under ``local`` (``<local>/<owner>/<name>/``), if any."""
+    p = Path(local) / source(name).hub_id
+    return p if p.is_dir() else None
+
+
+def hub_revision(name: str) -> str:
+    """The commit to load ``name`` from: its pin, or (unpinned) the commit ``main`` points to now."""
     src = source(name)
+    if src.revision is not None:
+        return src.revision
+    import huggingface_hub  # only on a connected machine
+
+    return huggingface_hub.HfApi().dataset_info(src.hub_id, revision="main").sha
+
+
+def load_rows(name: str, *, local: str | Path | None = None, revision: str | None = None) -> Iterator[Row]:
+    """Rows of dataset ``name`` from the hub at ``revision`` (default: its pin) or from ``local``.
+
+    ``local`` is a file, a folder holding ``<name>.*`` (or ``<local_name>.*``), or a folder holding
+    repository snapshots ``<owner>/<name>/`` read the way the hub is. Sources with ``data_files``
+    read those files and nothing else of the repository (never its loading script).
+    """
+    src = source(name)
+    snap = snapshot_dir(name, local) if local is not None and Path(local).is_dir() else None
+    if snap is not None:
+        if src.data_files:
+            for f in src.data_files:
+                if not (snap / f).is_file():
+                    raise FileNotFoundError(f"{name}: snapshot {snap} has no {f}")
+                yield from read_local(snap / f)
+            return
+        import datasets
+
+        yield from datasets.load_dataset(str(snap), src.config, split=src.split)
+        return
     if local is not None:
         p = Path(local)
         if p.is_dir():
@@ -386,25 +481,33 @@ def load_rows(name: str, *, local: str | Path | None = None) -> Iterator[Row]:
             found = [p / f"{s}{ext}" for s in stems for ext in (".jsonl", ".json", ".parquet")
                      if (p / f"{s}{ext}").exists()]
             if not found:
-                raise FileNotFoundError(f"no {' or '.join(stems)} (.jsonl/.json/.parquet) in {p}")
+                raise FileNotFoundError(f"no {' or '.join(stems)} (.jsonl/.json/.parquet) and no snapshot "
+                                        f"{src.hub_id}/ in {p}")
             p = found[0]
         yield from read_local(p)
         return
+    rev = revision or src.revision
+    if src.data_files:
+        import huggingface_hub  # only on a connected machine
+
+        for f in src.data_files:
+            yield from read_local(huggingface_hub.hf_hub_download(src.hub_id, f, repo_type="dataset", revision=rev))
+        return
     import datasets  # only on a connected machine
 
-    ds = datasets.load_dataset(src.hub_id, src.config, split=src.split, **dict(src.load_kwargs))
-    yield from ds
+    yield from datasets.load_dataset(src.hub_id, src.config, split=src.split, revision=rev)
 
 
 def convert_rows(name: str, rows: Iterable[Row], *, strict: bool = False,
                  convert: Converter | None = None) -> tuple[list[Problem], LoadReport]:
     """Problems from rows; bad rows are counted by reason (or raise, naming the row, if ``strict``).
 
-    Reasons starting with ``other_`` (another source, difficulty, level, domain) are selections,
+    Reasons starting with ``other_`` (another source, difficulty, level, domain, type) are selections,
     not defects: counted in ``report.filtered`` and never raised.
     """
-    conv = convert or source(name).convert
-    report = LoadReport(name)
+    src = source(name)
+    conv = convert or src.convert
+    report = LoadReport(name, hub_id=src.hub_id, revision=src.revision)
     out: list[Problem] = []
     for i, row in enumerate(rows):
         try:
