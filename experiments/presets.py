@@ -71,7 +71,7 @@ PRESETS: dict[str, tuple[str, TrainConfig]] = {
     "cpu-coverage": (
         "CPU coverage testbed: the sft-warmup-hard model (600 steps, slips mostly at the hard "
         "operation *7) on arithmetic-hard:<f> (each step is *7 with probability f, the coverage "
-        "knob), 16 prompts x 8 rollouts, one optimizer step per RL step at lr 3e-4 (chosen on the "
+        "knob), 16 prompts x 8 rollouts, one optimizer step per RL step at lr 1e-4 (chosen on the "
         "validation split, experiments/LOG.md), bf16 update, the parent search in at most two rounds "
         "(reset_search='rest'), 40 steps, sampled pass@1 (T = 1) and "
         "the measured coverage on 512 held-out problems before training and every 8 steps.",
@@ -84,7 +84,7 @@ PRESETS: dict[str, tuple[str, TrainConfig]] = {
                                     max_thought_tokens=16, max_response_tokens=128,
                                     prompt_variant="bare", localizer="confidence",
                                     confidence_threshold=0.5, reset_search="rest"),
-            optim=OptimConfig(lr=3e-4, weight_decay=0.0),
+            optim=OptimConfig(lr=1e-4, weight_decay=0.0),
             eval=EvalConfig(every=8, problems=512, seed=1000, at_start=True, greedy=False),
         ),
     ),
@@ -219,15 +219,15 @@ COVERAGE_SUITES: dict[str, CoverageSuite] = {
         "token-matched GRPO at three settings of the hard-operation frequency (measured p over a "
         "decade), paired seeds, 40 steps, 512 held-out problems.",
         (0, 1, 2, 3, 4), 40, tuple(COVERAGE_SETTINGS), tuple(ARMS),
-        token_matched_prompts={"p03": 20, "p10": 20, "p30": 18}),
+        token_matched_prompts={"p03": 21, "p10": 20, "p30": 20}),
     "coverage-quick": CoverageSuite(
         "The main job's comparison: GRPO, RRPO, SRPO and the oracle reset on the setting with the "
-        "rarest improvable states (p03), 3 paired seeds, 40 steps.",
-        (0, 1, 2), 40, ("p03",), ("grpo", "rrpo", "srpo", "oracle")),
+        "rarest improvable states (p03), 3 paired seeds, 24 steps.",
+        (0, 1, 2), 24, ("p03",), ("grpo", "rrpo", "srpo", "oracle")),
     "coverage-val": CoverageSuite(
         "Tuning on the validation split (training side of the hash partition, disjoint from the "
-        "training problems): GRPO at p30 with learning rates 1e-4 / 3e-4 / 1e-3 and 1 or 4 "
-        "optimizer steps per RL step, SRPO with the three rates at one step.",
+        "training problems): GRPO at p30 with learning rates 3e-5 ... 1e-3 and 1 or 4 "
+        "optimizer steps per RL step, SRPO with four rates at one step.",
         (100,), 40, ("p30",), ("grpo", "srpo"), tag="tune",
         overrides={"eval": EvalConfig(every=8, problems=512, seed=2000, at_start=True, greedy=False,
                                       split="val")}),
@@ -236,8 +236,9 @@ COVERAGE_SUITES: dict[str, CoverageSuite] = {
 ``<setting>-<arm>-lr<lr>-mb<k>-s<seed>``); the held-out split is never looked at for that."""
 
 TUNE_GRID: dict[str, tuple[tuple[float, int], ...]] = {
-    "grpo": ((1e-4, 16), (3e-4, 16), (1e-3, 16), (1e-4, 4), (3e-4, 4)),
-    "srpo": ((1e-4, 16), (3e-4, 16), (1e-3, 16)),
+    "grpo": ((1e-4, 16), (3e-4, 16), (1e-3, 16), (1e-4, 4), (3e-4, 4), (3e-5, 16), (5e-5, 16),
+             (3e-5, 4)),
+    "srpo": ((1e-4, 16), (3e-4, 16), (1e-3, 16), (5e-5, 16)),
 }
 """(learning rate, minibatch prompts) pairs of ``coverage-val`` per arm: mb 16 = one optimizer step
 per RL step, mb 4 = four."""

@@ -100,3 +100,29 @@ def test_bf16_update_changes_the_update_little_and_keeps_generation_in_fp32():
     assert rows["same"]["tokens/generated"] == rows["bfloat16"]["tokens/generated"]
     a, b = rows["same"]["loss/loss"], rows["bfloat16"]["loss/loss"]
     assert abs(a - b) <= 0.05 * abs(a) + 1e-3
+
+
+def test_coverage_suites_are_paired_seed_major_and_tuned_on_validation():
+    from respo.commands.train import load_presets
+
+    presets = load_presets()
+    runs = presets.suite_runs("coverage")
+    arms, settings = presets.ARMS, presets.COVERAGE_SETTINGS
+    assert len(runs) == 5 * len(arms) * len(settings)
+    # Seed-major: a partial suite holds complete paired comparisons.
+    assert [r.cfg.seed for r in runs] == sorted(r.cfg.seed for r in runs)
+    for r in runs:
+        assert r.cfg.task == f"arithmetic-hard:{settings[r.setting]:g}"
+        assert r.cfg.eval.split == "test" and r.cfg.eval.seed == 1000 and r.cfg.eval.problems >= 512
+        assert r.name == f"{r.setting}-{r.arm}-s{r.cfg.seed}"
+        if r.arm == "grpo-tok":
+            assert r.cfg.variant == "grpo" and r.cfg.prompts_per_step > 16
+        else:
+            assert r.cfg.variant == arms[r.arm]["variant"] and r.cfg.prompts_per_step == 16
+    # Every arm of one (setting, seed) trains with the same seed and evaluation set.
+    assert len({(r.setting, r.cfg.seed, r.cfg.eval) for r in runs}) == 5 * len(settings)
+    tune = presets.suite_runs("coverage-val")
+    assert tune and all(r.cfg.eval.split == "val" and r.tag == "tune" for r in tune)
+    assert {r.cfg.optim.lr for r in tune} >= {1e-4, 3e-4}
+    with pytest.raises(ValueError, match="unknown suite"):
+        presets.suite_runs("coverage-typo")

@@ -275,7 +275,7 @@ def build_parts(cfg: TrainConfig, *, device: Any = "cpu") -> Parts:
                  judge=judge)
 
 
-EVAL_CHUNK = 64
+EVAL_CHUNK = 256
 """Held-out problems per batched generation call of the evaluator."""
 
 
