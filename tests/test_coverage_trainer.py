@@ -108,7 +108,7 @@ def test_coverage_suites_are_paired_seed_major_and_tuned_on_validation():
     presets = load_presets()
     runs = presets.suite_runs("coverage")
     arms, settings = presets.ARMS, presets.COVERAGE_SETTINGS
-    assert len(runs) == 5 * len(arms) * len(settings)
+    assert len(runs) == 5 * len(arms) * len(presets.COVERAGE_SUITES["coverage"].settings)
     # Seed-major: a partial suite holds complete paired comparisons.
     assert [r.cfg.seed for r in runs] == sorted(r.cfg.seed for r in runs)
     for r in runs:
@@ -120,7 +120,7 @@ def test_coverage_suites_are_paired_seed_major_and_tuned_on_validation():
         else:
             assert r.cfg.variant == arms[r.arm]["variant"] and r.cfg.prompts_per_step == 16
     # Every arm of one (setting, seed) trains with the same seed and evaluation set.
-    assert len({(r.setting, r.cfg.seed, r.cfg.eval) for r in runs}) == 5 * len(settings)
+    assert len({(r.setting, r.cfg.seed, r.cfg.eval) for r in runs}) == len({(r.setting, r.cfg.seed) for r in runs}) == 15
     tune = presets.suite_runs("coverage-val")
     assert tune and all(r.cfg.eval.split == "val" and r.tag == "tune" for r in tune)
     assert {r.cfg.optim.lr for r in tune} >= {1e-4, 3e-4}
