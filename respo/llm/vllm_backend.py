@@ -18,9 +18,15 @@ depends only on its prompt, prompt seed and index (the ``GroupBackend`` contract
 shares the call. vLLM V1 expands ``n > 1`` into n such child requests anyway (child j seeded
 ``seed + j``), so one request per row costs the same; ``fanout="native"`` sends one request with
 ``n=counts[i]`` and ``seed=prompt_seed`` instead (then row j's stream is vLLM's ``seed + j``).
-Seeds are reduced modulo 2**62 so that vLLM's ``seed + j`` stays inside int64. The engine's
-``max_model_len`` must hold a prompt plus its ``max_new_tokens`` (``method.md``: 2048 + 5120 <=
-8192); vLLM caps or rejects longer requests itself.
+Seeds are reduced modulo 2**62 so that vLLM's ``seed + j`` stays inside int64. Every field that
+shapes the distribution is sent (``NEUTRAL_SAMPLING``: top_k, min_p and the three penalties at
+their neutral values), because a vLLM server fills unset ones from the model's
+``generation_config.json``. vLLM refuses temperatures above 2 and greedy requests with n > 1, and
+raises temperatures below 0.01: the backend refuses (0, 0.01) and (2, inf) itself and sends greedy
+rows as n=1 requests in both fan-outs. Context cap: a row stops with ``"length"`` when prompt plus
+ids reach the engine's ``max_model_len`` (read from the engine), exactly as at
+``max_new_tokens``, so no request asks for more room than is left (vLLM refuses a prompt that
+fills the context); a prompt with no room left is an error.
 
 Thought-aware stopping. vLLM cannot run respo's ``StopRule`` inside its sampling loop (the
 answer rule decodes a finished thought and calls a Python detector), so the rule is enforced in
@@ -67,13 +73,20 @@ Weights. The engine holds its own copy of the policy, so the trainer must call
   tensor parallelism and with a separate server (it loads the adapter from the shared path).
 - Full-weight path (no ``adapter_dir``): ``hf_weights(model)`` streams the model's weights
   under transformers names, LoRA deltas merged in (W + s B A, computed per tensor, the model is
-  not modified), into the model inside the engine (``load_weights_into_engine``). Reaching that
-  model is vLLM-version dependent and needs an in-process engine with one GPU worker
+  not modified), into the engine through vLLM's public
+  ``collective_rpc("reload_weights", kwargs={"weights_iterator": ...})``
+  (``load_weights_into_engine``), which needs an in-process engine with one GPU worker
   (``VLLM_ENABLE_V1_MULTIPROCESSING=0``, ``tensor_parallel_size=1``); otherwise it raises.
 
 Both paths then reset the engine's prefix cache: cached KV blocks were computed with the old
-weights. Under FSDP pass ``state_dict=`` gathered on the process that owns the engine
-(``accelerator.get_state_dict(model)``).
+weights. vLLM's ``reset_prefix_cache()`` returns False, resetting nothing, while blocks are held:
+the full-weight path then raises; the LoRA path counts it (``vllm/cache_reset_failures``), since
+blocks are keyed by the adapter id, which changes every version. Under FSDP pass ``state_dict=``
+gathered on the process that owns the engine (``accelerator.get_state_dict(model)``).
+
+Engines (``engine_kwargs``/``make_engine``): LoRA slots are rounded up to a rank vLLM accepts
+(``LORA_RANKS``); under torchrun each process's engine uses vLLM's ``external_launcher`` (its own
+GPU, ``LOCAL_RANK``). Tested range: ``vllm>=0.16,<0.34`` (pyproject's extra).
 
 Shapes: prompts [T_i] int64 -> Generation ids [T] int64, logprobs [T] float32 (NaN where forced).
 """
