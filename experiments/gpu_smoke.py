@@ -13,8 +13,12 @@ Llama) with a tokenizer built locally whose vocabulary has the real model's size
 - ``vllm``: the same prompts through ``respo.llm.vllm_backend.VLLMBackend`` and through plain
   ``LLM.generate`` (same sampling parameters, one request per prompt): tokens/s of both and their
   ratio (target >= 0.8), the same with a thought ``StopRule`` whose per-thought cap forces extra
-  rounds (the backend's worst case), and the time of one full-weight ``sync_weights``. Every
-  figure reads "not measured (vllm not installed)" when vLLM is not importable.
+  rounds (the backend's worst case), and the time of one full-weight ``sync_weights``; then the
+  weight-sync check: the model's weights are perturbed, pushed with ``sync_weights``, and the
+  engine's greedy continuations must equal transformers' greedy ``generate`` on the same prompts
+  (``greedy_after_sync``: rows equal, mean common prefix, and the same before the sync, which
+  should differ). Every figure reads "not measured (vllm not installed)" when vLLM is not
+  importable.
 
 Usage (from the repository root; no install needed)::
 
@@ -25,7 +29,7 @@ Usage (from the repository root; no install needed)::
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import json
 import os
 import platform
@@ -203,6 +207,15 @@ def run_srpo(model: Any, tok: Any, device: torch.device, *, steps: int, prompts:
                        "localize_tokens": localize_tokens, "steps": steps}, "steps": out}
 
 
+def has_vllm() -> bool:
+    """Whether ``import vllm`` works here."""
+    try:
+        importlib.import_module("vllm")
+    except ImportError:
+        return False
+    return True
+
+
 VLLM_TARGET_RATIO = 0.8
 """VLLMBackend tokens/s divided by plain ``LLM.generate`` tokens/s should reach this."""
 
@@ -259,10 +272,48 @@ def _time_vllm(llm: Any, model: Any, tok: Any, device: torch.device, prompts: li
     return out
 
 
+def _greedy_after_sync(llm: Any, model: Any, device: torch.device, prompts: list[Any],
+                       new_tokens: int, eos: list[int]) -> dict[str, Any]:
+    """Perturb the weights, sync them into the engine, and compare greedy continuations with
+    transformers' (all prompts have one length, so the reference batch needs no padding)."""
+    from respo.llm.vllm_backend import VLLMBackend
+
+    backend = VLLMBackend(llm, eos_ids=eos)
+
+    def engine_greedy() -> list[list[int]]:
+        gens = backend.generate(prompts, n=1, max_new_tokens=new_tokens, temperature=0.0, top_p=1.0, seed=0)
+        return [g.ids.tolist() for g in gens]
+
+    gen = torch.Generator(device="cpu").manual_seed(1)
+    with torch.no_grad():  # weights the engine has not seen
+        for p in model.parameters():
+            p.add_((torch.randn(p.shape, generator=gen) * 0.02).to(p.device, p.dtype))
+    before = engine_greedy()
+    backend.sync_weights(model)
+    after = engine_greedy()
+    with torch.no_grad():
+        ids = torch.as_tensor(np.stack(prompts), device=device)
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                             max_new_tokens=new_tokens, eos_token_id=eos, pad_token_id=eos[0])
+    ref = []
+    for row in out[:, ids.shape[1]:].tolist():
+        cut = next((k + 1 for k, t in enumerate(row) if t in eos), len(row))
+        ref.append(row[:cut])
+
+    def prefix(a: list[int], b: list[int]) -> int:
+        return next((k for k, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+
+    return {"rows": len(ref), "rows_equal": sum(a == r for a, r in zip(after, ref, strict=True)),
+            "greedy_equal": after == ref,
+            "mean_common_prefix": float(np.mean([prefix(a, r) for a, r in zip(after, ref, strict=True)])),
+            "rows_equal_before_sync": sum(b == r for b, r in zip(before, ref, strict=True)),
+            "mean_common_prefix_before_sync": float(np.mean([prefix(b, r) for b, r in zip(before, ref, strict=True)]))}
+
+
 def vllm_section(model: Any, tok: Any, device: torch.device, *, small: bool) -> dict[str, Any]:
     """Time VLLMBackend against plain vLLM on the same prompts (see the module docstring)."""
     missing = None
-    if importlib.util.find_spec("vllm") is None:
+    if not has_vllm():
         missing = "not measured (vllm not installed)"
     elif device.type != "cuda":
         missing = "not measured (no CUDA device)"
@@ -289,6 +340,7 @@ def vllm_section(model: Any, tok: Any, device: torch.device, *, small: bool) -> 
             engine = make_engine(folder, max_model_len=2048, gpu_memory_utilization=0.35,
                                  skip_tokenizer_init=True)
             out.update(_time_vllm(engine, model, tok, device, prompts, new_tokens, eos))
+            out["greedy_after_sync"] = _greedy_after_sync(engine, model, device, prompts, new_tokens, eos)
         except Exception as err:  # recorded in the report, not hidden: the other figures still count
             out["status"] = f"failed: {err!r}"
         finally:
@@ -321,9 +373,9 @@ def main(argv: list[str] | None = None) -> int:
         "transformers": transformers.__version__, "python": platform.python_version(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "models": {},
     }
-    has_vllm = importlib.util.find_spec("vllm") is not None
-    report["vllm"] = {"installed": has_vllm, "models": {},
-                      "status": "see models" if has_vllm else "not measured (vllm not installed)"}
+    vllm_here = has_vllm()
+    report["vllm"] = {"installed": vllm_here, "models": {},
+                      "status": "see models" if vllm_here else "not measured (vllm not installed)"}
 
     out_path = Path(args.out)
     for arch in archs:

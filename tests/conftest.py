@@ -5,6 +5,10 @@ import pytest
 
 # Test helpers (reference.py, fakes.py, contract.py) import as top-level modules.
 sys.path.insert(0, str(Path(__file__).parent))
+# The vLLM test lane (`make install` fills it; see tests/vllm_fakes.py): last on the path.
+VLLM_LANE = Path(sys.prefix) / "vllm-lane"
+if VLLM_LANE.is_dir():
+    sys.path.append(str(VLLM_LANE))
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "experiments"))
 
 import paper_presets as pp  # noqa: E402
-from test_vllm_backend import FAKE_TYPES, FakeLLM  # noqa: E402
+from vllm_fakes import FAKE_TYPES, FakeLLM  # noqa: E402
 
 from respo.llm.config import TrainConfig  # noqa: E402
 

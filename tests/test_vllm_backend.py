@@ -1,23 +1,21 @@
-"""VLLMBackend against a FAKE vLLM engine (vLLM itself is not installed on the CPU machines).
+"""VLLMBackend against a fake vLLM engine (``vllm_fakes.FakeLLM``), with vLLM's own types when
+vLLM imports (the CPU lane: ``make install`` puts vLLM, ``--no-deps``, where the tests find it).
 
-``FakeLLM`` mimics the part of ``vllm.LLM.generate`` the backend uses: token-id prompts
-(``{"prompt_token_ids": [...]}``), one sampling-params object per prompt (n, max_tokens, seed,
-stop_token_ids, logprobs), ``RequestOutput.outputs[i]`` with ``index``, ``token_ids``,
-``logprobs`` (one ``{token: Logprob}`` dict per token) and ``finish_reason`` ("stop" after a
-stop token, which is kept, else "length"), and vLLM V1's ``n > 1`` seeding (child j gets
-``seed + j``). Its "model" is a token function of (context, request prompt length, seed), and the
-log-prob it reports for token t at absolute position p is ``lp_of(p, t)``, so alignment of
-log-probs with ids can be checked after every cut and round.
+Tests that build sampling parameters or LoRA requests run once per lane (``lane`` fixture:
+``fake``, and ``vllm`` when importable, else skipped); the engine stays the fake (a live engine
+needs a GPU: ``experiments/gpu_smoke.py``).
 """
 
 from __future__ import annotations
 
 import copy
+import http.server
 import importlib.util
 import math
+import sys
+import threading
 import zlib
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -25,16 +23,20 @@ import numpy as np
 import pytest
 import torch
 from llm_fixtures import TOY_PROBLEM, ToyTask, tiny_lm, tiny_tokenizer
+from vllm_fakes import FAKE_TYPES, LANE_TYPES, FakeLLM, FakeParams, TokenFn, lp_of
 
 from respo.llm.generation import GenerationBackend, GroupBackend, StopRule
 from respo.llm.thoughts import ThoughtFormat, split_thoughts
 from respo.llm.vllm_backend import (
+    NEUTRAL_SAMPLING,
     SEED_MOD,
     ServerEngine,
     VLLMBackend,
     VLLMTypes,
-    engine_model,
+    _http,
+    engine_kwargs,
     hf_weights,
+    load_weights_into_engine,
     make_engine,
     server_types,
 )
@@ -42,47 +44,28 @@ from respo.seeding import int_seed_for
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
+TYPES = FAKE_TYPES
+"""The types ``backend()`` injects: the current lane's (set by the ``lane`` fixture)."""
+
+
+@pytest.fixture(params=["fake", "vllm"])
+def lane(request: pytest.FixtureRequest) -> Iterator[SimpleNamespace]:
+    """Run a test with the fake types, then with vLLM's (skipped where vLLM does not import)."""
+    global TYPES
+    types = LANE_TYPES[request.param]
+    if types is None:
+        pytest.skip("vllm not importable (the CPU lane installs it with `make install`)")
+    TYPES = VLLMTypes(types.sampling_params, types.lora_request)
+    yield types
+    TYPES = FAKE_TYPES
+
+
 TOK = tiny_tokenizer()
 EOS = int(TOK.eos_token_id)
 
 
 def ids(text: str) -> list[int]:
     return list(TOK.encode(text, add_special_tokens=False))
-
-
-def lp_of(pos: int, tok: int) -> float:
-    """The fake model's log-prob of ``tok`` at absolute position ``pos`` (prompt included)."""
-    return -((tok * 31 + pos * 7) % 97) / 10.0 - 0.01
-
-
-@dataclass
-class FakeLogprob:
-    logprob: float
-
-
-@dataclass
-class FakeParams:
-    n: int = 1
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_tokens: int = 16
-    seed: int | None = None
-    logprobs: int | None = None
-    stop_token_ids: list[int] = field(default_factory=list)
-    ignore_eos: bool = False
-    detokenize: bool = True
-
-
-@dataclass
-class FakeLoRA:
-    lora_name: str
-    lora_int_id: int
-    lora_path: str
-
-
-FAKE_TYPES = VLLMTypes(sampling_params=FakeParams, lora_request=FakeLoRA)
-
-TokenFn = Callable[[list[int], int, int], int]
 
 
 def random_tokens(alphabet: str = "abcde \n", *, seeded: bool = True) -> TokenFn:
@@ -108,66 +91,11 @@ def scripted(text: str, *, repeat: bool = True) -> TokenFn:
     return fn
 
 
-class RecordingModel:
-    def __init__(self) -> None:
-        self.loaded: list[tuple[str, torch.Tensor]] = []
-
-    def load_weights(self, weights: Any) -> None:
-        self.loaded = [(n, t.detach().clone()) for n, t in weights]
-
-
-class FakeLLM:
-    """The subset of ``vllm.LLM`` the backend touches (see the module docstring)."""
-
-    def __init__(self, token_fn: TokenFn, *, reverse_outputs: bool = False, honor_stop: bool = True) -> None:
-        self.token_fn = token_fn
-        self.reverse_outputs = reverse_outputs
-        self.honor_stop = honor_stop  # False: an engine that runs past stop ids (post-hoc cut needed)
-        self.calls: list[tuple[list[list[int]], list[FakeParams], Any]] = []
-        self.resets = 0
-        self.model = RecordingModel()
-        runner = SimpleNamespace(model=self.model)
-        self.llm_engine = SimpleNamespace(model_executor=SimpleNamespace(
-            driver_worker=SimpleNamespace(model_runner=runner)))
-
-    def generate(self, prompts: list[dict[str, list[int]]], sampling_params: Any, *,
-                 use_tqdm: bool = True, lora_request: Any = None) -> list[Any]:
-        params = sampling_params if isinstance(sampling_params, list) else [sampling_params] * len(prompts)
-        assert len(params) == len(prompts)
-        self.calls.append(([list(p["prompt_token_ids"]) for p in prompts], list(params), lora_request))
-        outs = []
-        for p, sp in zip(prompts, params, strict=True):
-            prompt = list(p["prompt_token_ids"])
-            comps = []
-            for j in range(sp.n):
-                seed = (sp.seed or 0) + j  # vLLM V1: child j of a seeded request gets seed + j
-                ctx, finish = list(prompt), "length"
-                toks: list[int] = []
-                lps: list[dict[int, FakeLogprob]] = []
-                while len(toks) < sp.max_tokens:
-                    t = self.token_fn(ctx, len(prompt), seed)
-                    toks.append(t)
-                    lps.append({t: FakeLogprob(lp_of(len(ctx), t))})
-                    ctx.append(t)
-                    if self.honor_stop and t in sp.stop_token_ids:
-                        finish = "stop"
-                        break
-                comps.append(SimpleNamespace(index=j, token_ids=toks, logprobs=lps, finish_reason=finish,
-                                             stop_reason=toks[-1] if finish == "stop" else None))
-            if self.reverse_outputs:
-                comps = comps[::-1]
-            outs.append(SimpleNamespace(prompt_token_ids=prompt, outputs=comps))
-        return outs
-
-    def reset_prefix_cache(self) -> bool:
-        self.resets += 1
-        return True
-
-
 def backend(token_fn: TokenFn | None = None, **kw: Any) -> tuple[VLLMBackend, FakeLLM]:
-    eng = FakeLLM(token_fn or random_tokens(), reverse_outputs=kw.pop("reverse_outputs", False),
-                  honor_stop=kw.pop("honor_stop", True))
-    return VLLMBackend(eng, eos_ids=[EOS], types=FAKE_TYPES, **kw), eng
+    eng = FakeLLM(token_fn or random_tokens(), **{k: kw.pop(k) for k in
+                                                  ("reverse_outputs", "honor_stop", "max_model_len",
+                                                   "busy_reset") if k in kw})
+    return VLLMBackend(eng, eos_ids=[EOS], types=TYPES, **kw), eng
 
 
 PREFIX = np.asarray(ids("Q: what is 2+3?\nstep one\n"), dtype=np.int64)
@@ -192,8 +120,8 @@ def test_satisfies_generation_protocols() -> None:
     assert isinstance(be, GenerationBackend) and isinstance(be, GroupBackend)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed")
-def test_missing_vllm_gives_a_clear_import_error() -> None:
+def test_missing_vllm_gives_a_clear_import_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "vllm", None)  # `import vllm` fails, as on a machine without it
     with pytest.raises(ImportError, match=r"pip install 'respo\[vllm\]'"):
         VLLMBackend(model="Qwen/Qwen2.5-14B-Instruct", eos_ids=[EOS])
     with pytest.raises(ImportError, match=r"respo\[vllm\]"):
@@ -222,7 +150,7 @@ def test_bad_arguments() -> None:
 # -- token-exact continuation, parameters, log-prob alignment -----------------------------------------
 
 
-def test_continuation_is_token_exact_with_the_documented_params() -> None:
+def test_continuation_is_token_exact_with_the_documented_params(lane: Any) -> None:
     be, eng = backend(random_tokens())
     gens = be.continue_group(PREFIX, 3, max_new_tokens=12, temperature=0.7, top_p=0.95, seed=11)
     assert len(gens) == 3 and len(eng.calls) == 1
@@ -242,7 +170,7 @@ def test_continuation_is_token_exact_with_the_documented_params() -> None:
     assert len({tuple(g.ids.tolist()) for g in gens}) > 1, "rows have different seeds"
 
 
-def test_rows_depend_only_on_prompt_seed_and_index() -> None:
+def test_rows_depend_only_on_prompt_seed_and_index(lane: Any) -> None:
     be, _ = backend(random_tokens())
     kw: dict[str, Any] = dict(max_new_tokens=10, temperature=1.0, top_p=1.0)
     four = be.continue_group(PREFIX, 4, seed=3, **kw)
@@ -252,7 +180,7 @@ def test_rows_depend_only_on_prompt_seed_and_index() -> None:
     assert [g.ids.tolist() for g in other] != [g.ids.tolist() for g in two]
 
 
-def test_groups_keep_order_counts_limits_and_match_one_call_per_prompt() -> None:
+def test_groups_keep_order_counts_limits_and_match_one_call_per_prompt(lane: Any) -> None:
     be, eng = backend(random_tokens())
     prompts = [np.asarray(ids(t), dtype=np.int64) for t in ("hi\n", "a longer prompt\n", "mid?\n")]
     counts, limits, seeds = [2, 1, 3], [5, 9, 7], [101, 202, 303]
@@ -271,7 +199,7 @@ def test_groups_keep_order_counts_limits_and_match_one_call_per_prompt() -> None
     assert first_call_prompts == [p.tolist() for i, p in enumerate(prompts) for _ in range(counts[i])]
 
 
-def test_native_fanout_one_request_per_prompt_and_outputs_sorted_by_index() -> None:
+def test_native_fanout_one_request_per_prompt_and_outputs_sorted_by_index(lane: Any) -> None:
     be, eng = backend(random_tokens(), fanout="native", reverse_outputs=True)
     prompts = [PREFIX, np.asarray(ids("hi\n"), dtype=np.int64)]
     groups = be.generate_groups(prompts, [3, 2], max_new_tokens=6, temperature=1.0, top_p=1.0,
@@ -292,7 +220,7 @@ def test_native_fanout_one_request_per_prompt_and_outputs_sorted_by_index() -> N
 
 
 @pytest.mark.parametrize("honor_stop", [True, False], ids=["engine-stops", "post-hoc-cut"])
-def test_eos_is_kept_and_ends_the_row(honor_stop: bool) -> None:
+def test_eos_is_kept_and_ends_the_row(honor_stop: bool, lane: Any) -> None:
     stream = ids("abc") + [EOS] + ids("xyz")  # an engine that ignores stop ids runs past the EOS
     be, _ = backend(lambda ctx, n, s: stream[(len(ctx) - n) % len(stream)], honor_stop=honor_stop)
     (g,) = be.continue_group(PREFIX, 1, max_new_tokens=20, temperature=1.0, top_p=1.0, seed=0)
@@ -313,7 +241,7 @@ def test_an_engine_stop_outside_eos_ids_is_counted() -> None:
     assert be.pop_stats()["vllm/foreign_stops"] == 1
 
 
-def test_answer_stop_cuts_after_the_final_thought() -> None:
+def test_answer_stop_cuts_after_the_final_thought(lane: Any) -> None:
     be, eng = backend(scripted("ab\n\\boxed{3}\nmore text\n", repeat=False))
     stop = StopRule(FMT, max_thought_tokens=64, max_thoughts=20)
     (g,) = be.continue_group(PREFIX, 1, max_new_tokens=40, temperature=1.0, top_p=1.0, seed=0, stop=stop)
@@ -325,14 +253,14 @@ def test_answer_stop_cuts_after_the_final_thought() -> None:
     assert_aligned(PREFIX, g)
 
 
-def test_max_thoughts_stop() -> None:
+def test_max_thoughts_stop(lane: Any) -> None:
     be, _ = backend(scripted("a\nb\nc\n"))
     stop = StopRule(FMT, max_thought_tokens=8, max_thoughts=2)
     (g,) = be.continue_group(PREFIX, 1, max_new_tokens=30, temperature=1.0, top_p=1.0, seed=0, stop=stop)
     assert g.ids.tolist() == ids("a\nb\n") and g.stop_reason == "max_thoughts" and g.finished
 
 
-def test_thought_cap_forces_the_delimiter_and_continues_token_exactly() -> None:
+def test_thought_cap_forces_the_delimiter_and_continues_token_exactly(lane: Any) -> None:
     be, eng = backend(scripted("abcdefghij\n"))
     stop = StopRule(FMT, max_thought_tokens=5, max_thoughts=3, overflow="force")
     (g,) = be.continue_group(PREFIX, 1, max_new_tokens=40, temperature=1.0, top_p=1.0, seed=9, stop=stop)
@@ -349,7 +277,7 @@ def test_thought_cap_forces_the_delimiter_and_continues_token_exactly() -> None:
     assert np.isnan(g.logprobs[4]) and not np.isnan(g.logprobs[3])
 
 
-def test_thought_cap_overflow_stop_cuts_without_a_new_round() -> None:
+def test_thought_cap_overflow_stop_cuts_without_a_new_round(lane: Any) -> None:
     be, eng = backend(scripted("abcdefghij\n"))
     stop = StopRule(FMT, max_thought_tokens=5, max_thoughts=3, overflow="stop")
     (g,) = be.continue_group(PREFIX, 1, max_new_tokens=40, temperature=1.0, top_p=1.0, seed=0, stop=stop)
@@ -357,7 +285,7 @@ def test_thought_cap_overflow_stop_cuts_without_a_new_round() -> None:
     assert len(eng.calls) == 1
 
 
-def test_max_new_tokens_cut() -> None:
+def test_max_new_tokens_cut(lane: Any) -> None:
     be, eng = backend(scripted("xyz"))
     gens = be.generate([PREFIX], n=2, max_new_tokens=9, temperature=1.0, top_p=1.0, seed=0)
     for g in gens:
@@ -371,7 +299,7 @@ def test_max_new_tokens_cut() -> None:
     assert len(g.ids) == 6 and g.stop_reason == "length"
 
 
-def test_round_cap_gives_the_same_ids_in_more_rounds() -> None:
+def test_round_cap_gives_the_same_ids_in_more_rounds(lane: Any) -> None:
     token_fn = random_tokens("abc \n", seeded=False)  # seed-free: rounds see the same stream
     stop = StopRule(FMT, max_thought_tokens=30, max_thoughts=20)
     kw: dict[str, Any] = dict(max_new_tokens=25, temperature=1.0, top_p=1.0, seed=0, stop=stop)
@@ -387,7 +315,7 @@ def test_round_cap_gives_the_same_ids_in_more_rounds() -> None:
 
 
 @pytest.mark.parametrize("overflow", ["force", "stop"])
-def test_lm_sampler_contract_over_vllm_backend(overflow: str) -> None:
+def test_lm_sampler_contract_over_vllm_backend(overflow: str, lane: Any) -> None:
     from contract import check_sampler_contract
 
     from respo.llm.sampler import LMSampler, SampleConfig
@@ -441,7 +369,9 @@ def test_hf_weights_merges_lora_without_touching_the_model() -> None:
     assert all(torch.equal(plain[k], v) for k, v in tiny_lm(0).state_dict().items())
 
 
-def test_sync_weights_full_path_loads_merged_weights_and_resets_the_cache() -> None:
+def test_sync_weights_full_path_loads_merged_weights_and_resets_the_cache(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     be, eng = backend()
     model = _peft_tiny()
     be.sync_weights(model)
@@ -453,13 +383,14 @@ def test_sync_weights_full_path_loads_merged_weights_and_resets_the_cache() -> N
     assert eng.resets == 1 and be.version == 1 and be.lora is None
 
 
-def test_sync_weights_lora_path_saves_adapters_and_tags_requests(tmp_path: Any) -> None:
+def test_sync_weights_lora_path_saves_adapters_and_tags_requests(tmp_path: Any, lane: Any) -> None:
     be, eng = backend(adapter_dir=tmp_path / "adapters")
     model = _peft_tiny()
     be.sync_weights(model)
     first = tmp_path / "adapters" / "v000001"
     assert (first / "adapter_config.json").exists()
-    assert be.lora == FakeLoRA("respo-v1", 1, str(first))
+    assert (be.lora.lora_name, be.lora.lora_int_id, be.lora.lora_path) == ("respo-v1", 1, str(first))
+    assert isinstance(be.lora, lane.lora_request)
     be.generate([PREFIX], n=2, max_new_tokens=3, temperature=1.0, top_p=1.0, seed=0)
     assert eng.calls[-1][2] == be.lora, "every request carries the current adapter"
     be.sync_weights(model)
@@ -469,11 +400,140 @@ def test_sync_weights_lora_path_saves_adapters_and_tags_requests(tmp_path: Any) 
         be.sync_weights(tiny_lm(0))
 
 
-def test_unreachable_engine_model_raises_with_advice() -> None:
+def test_full_weight_sync_needs_an_in_process_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(RuntimeError, match="collective_rpc"):
+        load_weights_into_engine(SimpleNamespace(), iter([]))
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")
     with pytest.raises(RuntimeError, match="VLLM_ENABLE_V1_MULTIPROCESSING=0"):
-        engine_model(SimpleNamespace(llm_engine=SimpleNamespace()))
-    eng = FakeLLM(random_tokens())
-    assert engine_model(eng) is eng.model
+        load_weights_into_engine(FakeLLM(random_tokens()), iter([]))
+
+
+def test_a_busy_prefix_cache_reset_is_not_ignored(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """vLLM's reset_prefix_cache() returns False (and resets nothing) while blocks are held."""
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    be, eng = backend(busy_reset=True)
+    with pytest.raises(RuntimeError, match="prefix cache"):
+        be.sync_weights(_peft_tiny())  # full weights: stale blocks would be served
+    lora, _ = backend(busy_reset=True, adapter_dir=tmp_path / "adapters")
+    lora.sync_weights(_peft_tiny())  # LoRA: blocks are keyed by the old adapter id, never reused
+    assert lora.pop_stats()["vllm/cache_reset_failures"] == 1
+
+
+# -- the five bugs found by reading vLLM 0.33 ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("rank", [1, 4, 16, 48, 64, 300])
+def test_bug1_lora_slot_rank_is_one_vllm_accepts(rank: int, lane: Any) -> None:
+    kw = engine_kwargs("some/model", lora_rank=rank)
+    config = lane.lora_config(kw["max_lora_rank"], kw["max_loras"])  # vLLM's LoRAConfig validation
+    assert rank <= config.max_lora_rank
+    lane.engine_args(kw)  # every name is an EngineArgs field
+    with pytest.raises(ValueError, match="512"):
+        engine_kwargs("some/model", lora_rank=1024)
+
+
+def test_bug4_torchrun_engines_use_the_external_launcher(monkeypatch: pytest.MonkeyPatch, lane: Any) -> None:
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert "distributed_executor_backend" not in engine_kwargs("m")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    kw = engine_kwargs("m", tensor_parallel_size=1)
+    assert kw["distributed_executor_backend"] == "external_launcher"  # LOCAL_RANK's GPU, in-process
+    lane.engine_args(kw)
+    with pytest.raises(ValueError, match="tensor_parallel_size must be 1"):
+        engine_kwargs("m", tensor_parallel_size=2)
+
+
+def test_bug5_a_row_that_reaches_the_context_cap_ends_instead_of_aborting(lane: Any) -> None:
+    stop = StopRule(FMT, max_thought_tokens=5, max_thoughts=50, overflow="force")
+    room = 13  # the context holds the prefix plus 13 ids
+    be, eng = backend(scripted("abcdefghij\n"), max_model_len=len(PREFIX) + room)
+    gens = be.continue_group(PREFIX, 2, max_new_tokens=40, temperature=1.0, top_p=1.0, seed=0, stop=stop)
+    for g in gens:
+        assert len(g.ids) == room and g.stop_reason == "length" and not g.finished
+        assert g.ids.tolist() == (ids("abcd\n") * 3)[:room]
+        assert_aligned(PREFIX, g)
+    for prompts, params, _ in eng.calls:  # every request fits: prompt + max_tokens <= max_model_len
+        assert all(len(p) + sp.max_tokens <= len(PREFIX) + room for p, sp in zip(prompts, params, strict=True))
+    with pytest.raises(ValueError, match="prompt 0 has"):
+        backend(max_model_len=len(PREFIX))[0].generate([PREFIX], n=1, max_new_tokens=4, temperature=1.0,
+                                                       top_p=1.0, seed=0)
+
+
+def test_the_fake_engine_refuses_what_vllm_refuses() -> None:
+    eng = FakeLLM(random_tokens(), max_model_len=len(PREFIX))
+    with pytest.raises(ValueError, match="max_model_len"):
+        eng.generate([{"prompt_token_ids": PREFIX.tolist()}], FakeParams())
+    for bad in (dict(temperature=2.5), dict(temperature=0.0, n=2), dict(top_p=0.0), dict(max_tokens=0)):
+        with pytest.raises(ValueError):
+            FakeParams(**bad)  # type: ignore[arg-type]
+
+
+def test_sampling_rules_vllm_refuses_are_refused_or_avoided(lane: Any) -> None:
+    kw: dict[str, Any] = dict(max_new_tokens=4, top_p=1.0, seed=0)
+    be, eng = backend(fanout="native")
+    for t in (2.5, 0.001):  # vLLM refuses > 2 and silently raises < 0.01
+        with pytest.raises(ValueError, match="temperature"):
+            be.continue_group(PREFIX, 2, temperature=t, **kw)
+    gens = be.continue_group(PREFIX, 3, temperature=0.0, **kw)  # greedy: n=1 requests, not one n=3
+    assert [sp.n for sp in eng.calls[-1][1]] == [1, 1, 1] and len(gens) == 3
+    assert all(sp.temperature == 0.0 for sp in eng.calls[-1][1])
+
+
+def test_bug3_a_server_samples_exactly_what_the_backend_asks(lane: Any) -> None:
+    """A vLLM server fills unset sampling fields from the model's generation_config.json."""
+    qwen_defaults = {"top_k": 20, "top_p": 0.8, "temperature": 0.7, "repetition_penalty": 1.05,
+                     "min_p": 0.05, "presence_penalty": 0.5, "frequency_penalty": 0.5, "max_tokens": 64}
+    be = VLLMBackend(ServerEngine("http://x:8000", "m", post=lambda *a: {}, max_model_len=8192),
+                     eos_ids=[EOS], types=server_types())
+    body = {"model": "m", "prompt": PREFIX.tolist(), "return_tokens_as_token_ids": True,
+            **{k: v for k, v in be._params(1, 0.9, 0.95, 12, 5).items() if k != "detokenize"}}
+    sp = lane.server_sampling(body, qwen_defaults)
+    assert (sp.temperature, sp.top_p, sp.max_tokens, sp.seed) == (0.9, 0.95, 12, 5)
+    assert (sp.top_k, sp.min_p, sp.repetition_penalty, sp.presence_penalty, sp.frequency_penalty) in (
+        (0, 0.0, 1.0, 0.0, 0.0), (-1, 0.0, 1.0, 0.0, 0.0)), "no field may come from the server's defaults"
+    assert set(NEUTRAL_SAMPLING) <= set(body)
+
+
+class _PlainTextServer(http.server.BaseHTTPRequestHandler):
+    """Answers like vLLM's server: /v1/load_lora_adapter with a plain-text 200, the rest JSON."""
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        self.rfile.read(int(self.headers["Content-Length"]))
+        if self.path == "/v1/load_lora_adapter":
+            self._answer(b"Success: LoRA adapter 'respo-v1' added successfully.", None)
+        else:
+            self._answer(b'{"success": false}', "application/json")
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._answer(b'{"object": "list", "data": [{"id": "m", "max_model_len": 4096}]}', "application/json")
+
+    def _answer(self, body: bytes, kind: str | None) -> None:
+        self.send_response(200)
+        if kind is not None:
+            self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_bug2_the_http_transport_reads_plain_text_answers() -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _PlainTextServer)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        got = _http(f"{url}/v1/load_lora_adapter", {"lora_name": "respo-v1", "lora_path": "/a"}, 5.0)
+        assert got == {"text": "Success: LoRA adapter 'respo-v1' added successfully."}
+        engine = ServerEngine(url, "m")
+        assert engine.max_model_len == 4096, "read from /v1/models"
+        assert engine.reset_prefix_cache() is False, "the server's success flag is passed on"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
 
 
 # -- a separate server through the OpenAI-compatible API (fake transport) ----------------------------
@@ -494,7 +554,7 @@ def test_server_engine_with_a_fake_transport() -> None:
             "token_logprobs": [d[t].logprob for t, d in zip(c.token_ids, c.logprobs, strict=True)]}}
             for c in out.outputs]}
 
-    server = ServerEngine("http://trainer-node:8000/", "served-model", post=post)
+    server = ServerEngine("http://trainer-node:8000/", "served-model", post=post, max_model_len=8192)
     be = VLLMBackend(server, eos_ids=[EOS], types=server_types())
     gens = be.continue_group(PREFIX, 2, max_new_tokens=8, temperature=1.0, top_p=1.0, seed=1)
     ref, _ = backend(random_tokens())
@@ -517,9 +577,10 @@ def test_server_engine_with_a_fake_transport() -> None:
 # -- experiments/gpu_smoke.py: the vLLM section without vLLM ------------------------------------------
 
 
-@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed")
-def test_gpu_smoke_reports_vllm_not_measured() -> None:
+def test_gpu_smoke_reports_vllm_not_measured(monkeypatch: pytest.MonkeyPatch) -> None:
     from pathlib import Path
+
+    monkeypatch.setitem(sys.modules, "vllm", None)  # as on a machine without vLLM
 
     path = Path(__file__).resolve().parents[1] / "experiments" / "gpu_smoke.py"
     spec = importlib.util.spec_from_file_location("gpu_smoke_for_test", path)

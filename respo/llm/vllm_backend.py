@@ -18,9 +18,15 @@ depends only on its prompt, prompt seed and index (the ``GroupBackend`` contract
 shares the call. vLLM V1 expands ``n > 1`` into n such child requests anyway (child j seeded
 ``seed + j``), so one request per row costs the same; ``fanout="native"`` sends one request with
 ``n=counts[i]`` and ``seed=prompt_seed`` instead (then row j's stream is vLLM's ``seed + j``).
-Seeds are reduced modulo 2**62 so that vLLM's ``seed + j`` stays inside int64. The engine's
-``max_model_len`` must hold a prompt plus its ``max_new_tokens`` (``method.md``: 2048 + 5120 <=
-8192); vLLM caps or rejects longer requests itself.
+Seeds are reduced modulo 2**62 so that vLLM's ``seed + j`` stays inside int64. Every field that
+shapes the distribution is sent (``NEUTRAL_SAMPLING``: top_k, min_p and the three penalties at
+their neutral values), because a vLLM server fills unset ones from the model's
+``generation_config.json``. vLLM refuses temperatures above 2 and greedy requests with n > 1, and
+raises temperatures below 0.01: the backend refuses (0, 0.01) and (2, inf) itself and sends greedy
+rows as n=1 requests in both fan-outs. Context cap: a row stops with ``"length"`` when prompt plus
+ids reach the engine's ``max_model_len`` (read from the engine), exactly as at
+``max_new_tokens``, so no request asks for more room than is left (vLLM refuses a prompt that
+fills the context); a prompt with no room left is an error.
 
 Thought-aware stopping. vLLM cannot run respo's ``StopRule`` inside its sampling loop (the
 answer rule decodes a finished thought and calls a Python detector), so the rule is enforced in
@@ -67,13 +73,20 @@ Weights. The engine holds its own copy of the policy, so the trainer must call
   tensor parallelism and with a separate server (it loads the adapter from the shared path).
 - Full-weight path (no ``adapter_dir``): ``hf_weights(model)`` streams the model's weights
   under transformers names, LoRA deltas merged in (W + s B A, computed per tensor, the model is
-  not modified), into the model inside the engine (``load_weights_into_engine``). Reaching that
-  model is vLLM-version dependent and needs an in-process engine with one GPU worker
+  not modified), into the engine through vLLM's public
+  ``collective_rpc("reload_weights", kwargs={"weights_iterator": ...})``
+  (``load_weights_into_engine``), which needs an in-process engine with one GPU worker
   (``VLLM_ENABLE_V1_MULTIPROCESSING=0``, ``tensor_parallel_size=1``); otherwise it raises.
 
 Both paths then reset the engine's prefix cache: cached KV blocks were computed with the old
-weights. Under FSDP pass ``state_dict=`` gathered on the process that owns the engine
-(``accelerator.get_state_dict(model)``).
+weights. vLLM's ``reset_prefix_cache()`` returns False, resetting nothing, while blocks are held:
+the full-weight path then raises; the LoRA path counts it (``vllm/cache_reset_failures``), since
+blocks are keyed by the adapter id, which changes every version. Under FSDP pass ``state_dict=``
+gathered on the process that owns the engine (``accelerator.get_state_dict(model)``).
+
+Engines (``engine_kwargs``/``make_engine``): LoRA slots are rounded up to a rank vLLM accepts
+(``LORA_RANKS``); under torchrun each process's engine uses vLLM's ``external_launcher`` (its own
+GPU, ``LOCAL_RANK``). Tested range: ``vllm>=0.16,<0.34`` (pyproject's extra).
 
 Shapes: prompts [T_i] int64 -> Generation ids [T] int64, logprobs [T] float32 (NaN where forced).
 """
@@ -82,6 +95,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -100,6 +114,13 @@ INSTALL_HINT = ("vLLM is not installed: install the optional extra with `pip ins
 
 SEED_MOD = 2**62
 """vLLM seeds are taken modulo this, so that vLLM's ``seed + child_index`` fits in int64."""
+
+MIN_TEMPERATURE, MAX_TEMPERATURE = 0.01, 2.0
+"""vLLM's ``SamplingParams`` refuses temperatures above 2 and raises those in (0, 0.01) to 0.01."""
+
+NEUTRAL_SAMPLING: dict[str, float] = dict(top_k=0, min_p=0.0, repetition_penalty=1.0,
+                                          presence_penalty=0.0, frequency_penalty=0.0)
+"""Sampling fields sent explicitly with their neutral values: temperature and top-p only."""
 
 
 @dataclass(frozen=True)
@@ -122,7 +143,20 @@ def vllm_types() -> VLLMTypes:
     return VLLMTypes(SamplingParams, LoRARequest)
 
 
-def make_engine(
+LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+"""``max_lora_rank`` values vLLM's ``LoRAConfig`` accepts (0.16 to 0.33); any other value fails at
+engine start, so ``engine_kwargs`` rounds a rank up to the next one of these."""
+
+
+def lora_slot_rank(rank: int) -> int:
+    """The smallest allowed ``max_lora_rank`` that holds adapters of rank ``rank``."""
+    for slot in LORA_RANKS:
+        if rank <= slot:
+            return slot
+    raise ValueError(f"LoRA rank {rank} exceeds vLLM's largest max_lora_rank {LORA_RANKS[-1]}")
+
+
+def engine_kwargs(
     model: str,
     *,
     lora_rank: int = 0,
@@ -131,34 +165,57 @@ def make_engine(
     gpu_memory_utilization: float = 0.45,
     seed: int = 0,
     logprobs_mode: str | None = "processed_logprobs",
-    **engine_kwargs: Any,
-) -> Any:
-    """A colocated vLLM ``LLM`` engine with prefix caching (and LoRA slots when ``lora_rank > 0``).
+    **extra: Any,
+) -> dict[str, Any]:
+    """The keyword arguments ``make_engine`` passes to ``vllm.LLM`` (no vLLM import).
 
-    Defaults follow ``method.md`` section 6 (model length 8192, bf16). ``gpu_memory_utilization``
-    leaves room for the trainer on the same GPU. ``logprobs_mode`` is passed only to vLLM >=
-    0.10.2, which knows it. Extra keyword arguments go to ``vllm.LLM`` unchanged.
+    Prefix caching on; a LoRA slot of ``lora_slot_rank(lora_rank)`` when ``lora_rank > 0``.
+    Under torchrun (``WORLD_SIZE`` > 1) every process builds its own engine: vLLM's default
+    executor would put each one on ``cuda:0``, so ``distributed_executor_backend`` is
+    ``"external_launcher"``, which places the engine on ``LOCAL_RANK``'s GPU and runs it
+    in-process; the processes sample different prompts, so tensor parallelism is refused there.
     """
+    kw: dict[str, Any] = dict(model=model, enable_prefix_caching=True, max_model_len=max_model_len,
+                              dtype=dtype, gpu_memory_utilization=gpu_memory_utilization, seed=seed)
+    if lora_rank > 0:
+        kw.update(enable_lora=True, max_lora_rank=lora_slot_rank(lora_rank), max_loras=1)
+    if logprobs_mode is not None:
+        kw["logprobs_mode"] = logprobs_mode
+    kw.update(extra)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if int(kw.get("tensor_parallel_size", 1)) > 1:
+            raise ValueError("under torchrun (WORLD_SIZE > 1) each process has its own engine on its "
+                             "own GPU: tensor_parallel_size must be 1, got "
+                             f"{kw['tensor_parallel_size']}")
+        kw.setdefault("distributed_executor_backend", "external_launcher")
+    return kw
+
+
+def engine_max_model_len(engine: Any) -> int:
+    """The context length of an engine: ``LLM.model_config.max_model_len`` or ``.max_model_len``."""
+    config = getattr(engine, "model_config", None)
+    n = getattr(config, "max_model_len", None) if config is not None else None
+    n = getattr(engine, "max_model_len", None) if n is None else n
+    if n is None:
+        raise ValueError(f"cannot read max_model_len from {type(engine).__name__}: pass "
+                         "VLLMBackend(..., max_model_len=...)")
+    return int(n)
+
+
+def make_engine(model: str, **kwargs: Any) -> Any:
+    """A colocated vLLM ``LLM`` engine built with ``engine_kwargs(model, **kwargs)``.
+
+    Defaults follow the paper's setup (model length 8192, bf16); ``gpu_memory_utilization`` leaves
+    room for the trainer on the same GPU. Extra keyword arguments go to ``vllm.LLM`` unchanged.
+    """
+    kw = engine_kwargs(model, **kwargs)
     try:
         import vllm
     except ImportError as err:
         raise ImportError(INSTALL_HINT) from err
-    kw: dict[str, Any] = dict(model=model, enable_prefix_caching=True, max_model_len=max_model_len,
-                              dtype=dtype, gpu_memory_utilization=gpu_memory_utilization, seed=seed)
-    if lora_rank > 0:
-        kw.update(enable_lora=True, max_lora_rank=lora_rank, max_loras=1)
-    if logprobs_mode is not None and _version_tuple(getattr(vllm, "__version__", "0")) >= (0, 10, 2):
-        kw["logprobs_mode"] = logprobs_mode
-    kw.update(engine_kwargs)
+    if kw.get("distributed_executor_backend") == "external_launcher":
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # vLLM's external launcher needs it
     return vllm.LLM(**kw)
-
-
-def _version_tuple(v: str) -> tuple[int, ...]:
-    out = []
-    for part in v.split("+")[0].split(".")[:3]:
-        digits = "".join(ch for ch in part if ch.isdigit())
-        out.append(int(digits) if digits else 0)
-    return tuple(out)
 
 
 # -- weights --------------------------------------------------------------------------------------
@@ -217,50 +274,27 @@ def hf_weights(model: Any, *, state_dict: Mapping[str, Any] | None = None) -> It
                 yield clean, value
 
 
-ENGINE_MODEL_PATHS: tuple[tuple[str, ...], ...] = (
-    # vLLM V0, and V1 with an in-process engine core (the worker wrapper forwards attributes)
-    ("llm_engine", "model_executor", "driver_worker", "model_runner", "model"),
-    ("llm_engine", "model_executor", "driver_worker", "worker", "model_runner", "model"),
-    # V1 in-process client, reached through the engine core
-    ("llm_engine", "engine_core", "engine_core", "model_executor", "driver_worker", "worker",
-     "model_runner", "model"),
-)
-"""Attribute paths from an ``LLM`` to the ``nn.Module`` that has ``load_weights``, tried in order."""
-
-
-def engine_model(engine: Any) -> Any:
-    """The model object inside an in-process vLLM engine (version dependent: see the paths)."""
-    for path in ENGINE_MODEL_PATHS:
-        obj = engine
-        for attr in path:
-            obj = getattr(obj, attr, None)
-            if obj is None:
-                break
-        if obj is not None and callable(getattr(obj, "load_weights", None)):
-            return obj
-    try:
-        import vllm
-
-        version = getattr(vllm, "__version__", "unknown")
-    except ImportError:
-        version = "not importable"
-    tried = "; ".join(".".join(p) for p in ENGINE_MODEL_PATHS)
-    raise RuntimeError(
-        f"cannot reach the model inside this vLLM engine (vllm {version}; tried {tried}). "
-        "Full-weight sync needs an in-process engine with one GPU worker "
-        "(VLLM_ENABLE_V1_MULTIPROCESSING=0, tensor_parallel_size=1). Otherwise sync LoRA "
-        "adapters instead: VLLMBackend(..., adapter_dir=...) with make_engine(lora_rank=...)."
-    )
-
-
 def load_weights_into_engine(engine: Any, weights: Any) -> None:
     """Load ``(name, tensor)`` pairs (transformers names) into the engine's model in place.
 
-    The one version-dependent call of this module: everything vLLM-internal is isolated here and
-    in ``engine_model``. vLLM's ``load_weights`` maps transformers names onto its fused layers
-    (e.g. q/k/v into ``qkv_proj``) itself.
+    Through vLLM's public ``collective_rpc("reload_weights", kwargs={"weights_iterator": ...})``
+    (vLLM >= 0.16): the worker maps transformers names onto its fused layers (q/k/v into
+    ``qkv_proj``) and resets its LoRA, encoder and multimodal state. The iterator is consumed by
+    the worker itself, so the engine must run in-process with one worker
+    (``VLLM_ENABLE_V1_MULTIPROCESSING=0``, ``tensor_parallel_size=1``; the external launcher
+    under torchrun is in-process too).
     """
-    engine_model(engine).load_weights(weights)
+    rpc = getattr(engine, "collective_rpc", None)
+    if not callable(rpc):
+        raise RuntimeError(f"{type(engine).__name__} has no collective_rpc: full-weight sync needs an "
+                           "in-process vllm.LLM; sync LoRA adapters instead (adapter_dir=...)")
+    if os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING", "1") != "0":
+        raise RuntimeError(
+            "full-weight sync streams tensors to the engine's worker in this process, which needs an "
+            "in-process engine: set VLLM_ENABLE_V1_MULTIPROCESSING=0 before building it (and "
+            "tensor_parallel_size=1), or sync LoRA adapters instead: VLLMBackend(..., "
+            "adapter_dir=...) with make_engine(lora_rank=...)")
+    rpc("reload_weights", kwargs={"weights_iterator": weights})
 
 
 def save_adapter(model: Any, folder: Path, *, state_dict: Mapping[str, Any] | None = None) -> Path:
@@ -352,6 +386,7 @@ class VLLMBackend(GroupsFront):
         fanout: Literal["rows", "native"] = "rows",
         max_tokens_per_round: int | None = None,
         adapter_dir: str | Path | None = None,
+        max_model_len: int | None = None,
         engine_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         if fanout not in ("rows", "native"):
@@ -373,13 +408,16 @@ class VLLMBackend(GroupsFront):
         self.fanout = fanout
         self.max_tokens_per_round = max_tokens_per_round
         self.adapter_dir = None if adapter_dir is None else Path(adapter_dir)
+        self.max_model_len = int(max_model_len) if max_model_len is not None else engine_max_model_len(engine)
+        """Context length of the engine (prompt + generated ids): rows stop there with "length"."""
         self.lora: Any = None
         """The ``LoRARequest`` every request carries (set by ``sync_weights`` on the LoRA path)."""
         self.version = 0
         """How many times ``sync_weights`` ran."""
         self._stats = dict.fromkeys(("vllm/calls", "vllm/rounds", "vllm/requests",
                                      "vllm/engine_tokens", "vllm/discarded_tokens",
-                                     "vllm/foreign_stops", "vllm/syncs"), 0.0)
+                                     "vllm/foreign_stops", "vllm/syncs",
+                                     "vllm/cache_reset_failures"), 0.0)
 
     # -- protocol ------------------------------------------------------------------------------
 
@@ -401,8 +439,16 @@ class VLLMBackend(GroupsFront):
                  if isinstance(seed, (int, np.integer)) else [int(s) for s in seed])
         if len(seeds) != len(prompts):
             raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts")
-        if temperature < 0 or not 0 < top_p <= 1:
-            raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
+        if not (temperature == 0 or MIN_TEMPERATURE <= temperature <= MAX_TEMPERATURE) or not 0 < top_p <= 1:
+            raise ValueError(f"need temperature 0 (greedy) or in [{MIN_TEMPERATURE}, {MAX_TEMPERATURE}] "
+                             f"(vLLM refuses > {MAX_TEMPERATURE} and raises smaller ones to "
+                             f"{MIN_TEMPERATURE}), and 0 < top_p <= 1; got {temperature}, {top_p}")
+        room = [self.max_model_len - len(p) for p in prompts]
+        for i, r in enumerate(room):
+            if r < 1:
+                raise ValueError(f"prompt {i} has {len(prompts[i])} tokens: no room left in the engine's "
+                                 f"max_model_len={self.max_model_len}")
+        limits = [min(lim, r) for lim, r in zip(limits, room, strict=True)]  # a row ends at the context cap
 
         rows = [_Row(i, int_seed_for(seeds[i], "generation", j))
                 for i, c in enumerate(counts) for j in range(c)]
@@ -418,7 +464,7 @@ class VLLMBackend(GroupsFront):
             requests: list[dict[str, list[int]]] = []
             params: list[Any] = []
             targets: list[list[int]] = []
-            if rnd == 0 and self.fanout == "native":
+            if rnd == 0 and self.fanout == "native" and temperature > 0:  # vLLM: greedy needs n=1
                 for i, members in enumerate(by_owner):
                     requests.append({"prompt_token_ids": prompts[i].tolist()})
                     params.append(self._params(len(members), temperature, top_p,
@@ -460,10 +506,12 @@ class VLLMBackend(GroupsFront):
         return budget if cap is None else min(budget, cap)
 
     def _params(self, n: int, temperature: float, top_p: float, max_tokens: int, seed: int) -> Any:
+        # Every field that shapes the distribution is explicit (NEUTRAL_SAMPLING): a vLLM server
+        # fills unset ones from the model's generation_config.json (e.g. top_k=20).
         return self.types.sampling_params(
             n=n, temperature=float(temperature), top_p=float(top_p), max_tokens=int(max_tokens),
             seed=int(seed) % SEED_MOD, logprobs=0, stop_token_ids=sorted(self.eos_ids),
-            ignore_eos=True, detokenize=False)
+            ignore_eos=True, detokenize=False, **NEUTRAL_SAMPLING)
 
     def _consume(self, row: _Row, comp: Any, stop: StopRule | None, limit: int) -> None:
         """Scan one returned completion into ``row``: cut at the first stop event or forced end."""
@@ -507,9 +555,13 @@ class VLLMBackend(GroupsFront):
                     shutil.rmtree(old)
         else:
             load_weights_into_engine(self.engine, hf_weights(model, state_dict=state_dict))
-        reset = getattr(self.engine, "reset_prefix_cache", None)
-        if callable(reset):
-            reset()
+        if not self.engine.reset_prefix_cache():  # False: blocks still held, nothing was reset
+            if self.adapter_dir is None:
+                raise RuntimeError("the engine refused to reset its prefix cache (blocks still held by "
+                                   "running requests): later rollouts would reuse KV blocks computed "
+                                   "with the old weights")
+            # A new adapter id per version: old blocks are keyed by the old id and never match.
+            self._stats["vllm/cache_reset_failures"] += 1
         self._stats["vllm/syncs"] += 1
 
     def pop_stats(self) -> dict[str, float]:
@@ -556,14 +608,20 @@ class _RequestOutput:
     outputs: list[_Completion]
 
 
-def _http_post(url: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
+def _http(url: str, body: dict[str, Any] | None, timeout: float) -> dict[str, Any]:
+    """POST ``body`` as JSON (GET when None). A JSON answer comes back parsed; any other 2xx body
+    (vLLM's ``/v1/load_lora_adapter`` answers plain text) as ``{"text": body}``."""
     import urllib.request
 
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method="GET" if body is None else "POST",
                                  headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 (a configured server URL)
         text = resp.read().decode()
-    return json.loads(text) if text.strip() else {}
+        kind = resp.headers.get_content_type()
+    if kind == "application/json":
+        return json.loads(text) if text.strip() else {}
+    return {"text": text}
 
 
 class ServerEngine:
@@ -575,21 +633,34 @@ class ServerEngine:
     A LoRA request loads its adapter once through ``/v1/load_lora_adapter`` (the server needs
     ``--enable-lora`` and ``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True``, and the adapter folder on a
     filesystem it can read); ``reset_prefix_cache`` calls ``/reset_prefix_cache`` (exposed by
-    servers started with ``VLLM_SERVER_DEV_MODE=1``). Full-weight sync is not available here.
-    Checked against a fake transport only (``post``), not a live server.
+    servers started with ``VLLM_SERVER_DEV_MODE=1``) and returns its ``success`` flag.
+    ``max_model_len`` is read from ``/v1/models`` unless given. The server's own sampling
+    defaults (``--generation-config auto`` fills unset fields from the model's
+    ``generation_config.json``) never apply: ``VLLMBackend`` sends every field. Full-weight sync is
+    not available here. Checked against a fake transport (``post``: ``(url, body or None for a
+    GET, timeout)``) and vLLM's own request classes, not a live server.
     """
 
     def __init__(self, base_url: str, model: str, *, post: Callable[..., dict[str, Any]] | None = None,
-                 timeout: float = 3600.0, max_concurrency: int = 64) -> None:
+                 timeout: float = 3600.0, max_concurrency: int = 64,
+                 max_model_len: int | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.timeout = timeout
         self.max_concurrency = max_concurrency
-        self._post = post if post is not None else _http_post
+        self._post = post if post is not None else _http
         self._loaded: set[str] = set()
+        self.max_model_len = max_model_len if max_model_len is not None else self._served_length()
 
-    def _call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    def _call(self, path: str, body: dict[str, Any] | None) -> dict[str, Any]:
         return self._post(f"{self.base_url}{path}", body, self.timeout)
+
+    def _served_length(self) -> int:
+        for card in self._call("/v1/models", None).get("data", []):
+            if card.get("id") == self.model and card.get("max_model_len") is not None:
+                return int(card["max_model_len"])
+        raise ValueError(f"the server at {self.base_url} lists no model {self.model!r} with a "
+                         "max_model_len in /v1/models: pass ServerEngine(..., max_model_len=...)")
 
     def generate(self, prompts: Sequence[Mapping[str, Any]], sampling_params: Any, *,
                  use_tqdm: bool = False, lora_request: Any = None) -> list[_RequestOutput]:
@@ -620,5 +691,5 @@ class ServerEngine:
         with ThreadPoolExecutor(max_workers=max(1, min(self.max_concurrency, len(prompts)))) as pool:
             return list(pool.map(one, prompts, params))
 
-    def reset_prefix_cache(self) -> None:
-        self._call("/reset_prefix_cache", {})
+    def reset_prefix_cache(self) -> bool:
+        return bool(self._call("/reset_prefix_cache", {}).get("success", False))
