@@ -231,14 +231,14 @@ def load_coverage_suite(path: str | Path, *, tag: str | None = None) -> Coverage
             continue
         task = e.get("task") if isinstance(e.get("task"), str) else None
         runs.append(CoverageRun(run=run, setting=setting, arm=arm, seed=e["seed"], task=task))
-    name = data.get("suite") if isinstance(data.get("suite"), str) else path.name
-    desc = data.get("description") if isinstance(data.get("description"), str) else ""
+    suite_name = str(data["suite"]) if isinstance(data.get("suite"), str) else path.name
+    desc = str(data["description"]) if isinstance(data.get("description"), str) else ""
     warmup = None
     if (path / "warmup.json").exists():
         warmup = read_json(path / "warmup.json")
         if not isinstance(warmup, dict):
             raise RunFormatError(f"{path / 'warmup.json'}: expected a JSON object")
-    return CoverageSuite(name=name, path=path, runs=runs, skipped=skipped, description=desc,
+    return CoverageSuite(name=suite_name, path=path, runs=runs, skipped=skipped, description=desc,
                          warmup=warmup, settings=settings)
 
 

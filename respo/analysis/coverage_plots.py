@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import LogLocator, NullFormatter
 
 from respo.analysis.coverage import AXES, EDGE_ARMS
 from respo.analysis.plots import method_color, method_label
@@ -127,6 +128,9 @@ def plot_coverage_edge(result: Mapping[str, Any], *, arms: Sequence[str] = EDGE_
                         ms=5, capsize=3, lw=1.2, label=arm_label(arm))
         ax.axhline(0.0, color="0.5", lw=0.8, ls=":")
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(base=10.0, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.margins(x=0.15, y=0.1)
         ax.set_xlabel("measured coverage p (eval0 cov_improvable, log scale)")
         ax.set_ylabel("edge" if kind == "absolute" else "edge / GRPO gain")
         ax.set_title(titles[kind], fontsize=10)
@@ -136,10 +140,13 @@ def plot_coverage_edge(result: Mapping[str, Any], *, arms: Sequence[str] = EDGE_
                     va="center", transform=ax.transAxes, fontsize=9, color="0.4")
         else:
             ax.legend(fontsize=8, loc="lower right")
-        ax.annotate("", xy=(0.08, 0.9), xytext=(0.42, 0.62), xycoords="axes fraction",
+        # the predicted direction, in a strip above the data: up and to the left
+        y0, y1 = ax.get_ylim()
+        ax.set_ylim(y0, y1 + 0.28 * (y1 - y0))
+        ax.annotate("", xy=(0.6, 0.97), xytext=(0.97, 0.87), xycoords="axes fraction",
                     arrowprops={"arrowstyle": "->", "color": "C3", "lw": 1.5})
-        ax.text(0.08, 0.93, "theory: edge grows as p shrinks", transform=ax.transAxes,
-                color="C3", fontsize=8, ha="left", va="bottom")
+        ax.text(0.97, 0.80, "theory: the edge grows as p shrinks", transform=ax.transAxes,
+                color="C3", fontsize=8, ha="right", va="bottom")
     fig.suptitle((suptitle + "\n" if suptitle else "")
                  + "95% t-intervals over paired seeds (relative: delta method)", fontsize=11)
     return fig
