@@ -248,7 +248,7 @@ def test_grpo_gain_and_relative_edge_by_hand(result: dict[str, Any]) -> None:
     rel = st["edge"]["srpo"]["relative"]
     assert rel["mean"] == pytest.approx(0.07 / 0.12)
     assert rel["half_width"] == pytest.approx(stats.t.ppf(0.975, 2) * se)
-    assert rel["method"] == "delta" and rel["n"] == 3
+    assert rel["method"] == "delta" and rel["n"] == 3 and rel["seeds"] == [0, 1, 2]
     assert st["edge"]["srpo"]["absolute"]["mean"] == pytest.approx(0.07)
     assert st["edge"]["srpo"]["gain_excludes_zero"] is True
     assert st["edge"]["oracle"]["relative"]["mean"] == pytest.approx(np.mean([0.10, 0.10, 0.11]) / 0.12)

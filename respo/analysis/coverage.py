@@ -65,7 +65,7 @@ __all__ = [
     "Estimate", "load_coverage_suite", "estimate", "eval_points", "cumulative_cost", "curve",
     "final_value", "start_value", "auc_value", "arm_summary", "paired_difference",
     "measured_p", "grpo_gain", "relative_edge", "sooner", "analyse_setting", "analyse",
-    "tables_markdown", "order_arms", "total_cost", "TARGET_HALF_WIDTH",
+    "tables_markdown", "order_arms", "seed_key", "total_cost", "TARGET_HALF_WIDTH",
 ]
 
 ARM_ORDER: tuple[str, ...] = ("grpo", "grpo-tok", "rrpo", "srpo", "oracle", "treerl")
@@ -97,6 +97,13 @@ _COST_KEYS: dict[str, tuple[str, ...]] = {
 }
 _OPTIONAL_ZERO = frozenset({"tokens/localization"})
 """Cost keys that count 0 on a line that lacks them."""
+
+
+def seed_key(seed: Any) -> tuple[int, float, str]:
+    """Sort key of a seed: numbers in numeric order, then anything else by its text."""
+    if isinstance(seed, (int, float)) and not isinstance(seed, bool):
+        return (0, float(seed), "")
+    return (1, 0.0, str(seed))
 
 
 def order_arms(names: Iterable[str]) -> list[str]:
@@ -153,7 +160,7 @@ class CoverageSuite:
     def group(self, setting: str, arm: str) -> list[CoverageRun]:
         """The runs of one (setting, arm), sorted by seed."""
         return sorted((r for r in self.runs if r.setting == setting and r.arm == arm),
-                      key=lambda r: str(r.seed))
+                      key=lambda r: seed_key(r.seed))
 
     def task(self, setting: str) -> str | None:
         tasks = {r.task for r in self.runs if r.setting == setting and r.task}
@@ -203,15 +210,17 @@ def load_coverage_suite(path: str | Path, *, tag: str | None = None) -> Coverage
         arm = e.get("arm", variant)
         if not isinstance(arm, str) or not arm:
             raise RunFormatError(f"{spath}: runs[{i}] ({name!r}): 'arm' must be a non-empty string")
-        if "seed" not in e:
-            raise RunFormatError(f"{spath}: runs[{i}] ({name!r}): missing the field 'seed'")
+        seed = e.get("seed")
+        if isinstance(seed, bool) or not isinstance(seed, (int, str)):
+            raise RunFormatError(f"{spath}: runs[{i}] ({name!r}): 'seed' must be an integer or a "
+                                 f"string, got {seed!r}")
         if name in listed:
             continue  # listed twice (e.g. under two tags): one run
         listed.add(name)
-        ident = (setting, arm, str(e["seed"]))
+        ident = (setting, arm, str(seed))
         if ident in seen:
             raise RunFormatError(f"{spath}: runs {seen[ident]!r} and {name!r} are both setting "
-                                 f"{setting!r}, arm {arm!r}, seed {e['seed']!r}")
+                                 f"{setting!r}, arm {arm!r}, seed {seed!r}")
         seen[ident] = name
         if setting not in settings:
             settings.append(setting)
@@ -230,7 +239,7 @@ def load_coverage_suite(path: str | Path, *, tag: str | None = None) -> Coverage
             skipped.append((name, "metrics.jsonl is empty"))
             continue
         task = e.get("task") if isinstance(e.get("task"), str) else None
-        runs.append(CoverageRun(run=run, setting=setting, arm=arm, seed=e["seed"], task=task))
+        runs.append(CoverageRun(run=run, setting=setting, arm=arm, seed=seed, task=task))
     suite_name = str(data["suite"]) if isinstance(data.get("suite"), str) else path.name
     desc = str(data["description"]) if isinstance(data.get("description"), str) else ""
     warmup = None
@@ -415,12 +424,12 @@ def arm_summary(runs: Sequence[CoverageRun], metric: str = METRIC,
     }
 
 
-def _by_seed(runs: Sequence[CoverageRun], value: Any) -> dict[str, tuple[Any, float]]:
+def _by_seed(runs: Sequence[CoverageRun], value: Any) -> dict[Any, float]:
     out = {}
     for r in runs:
         v = float(value(r))
         if math.isfinite(v):
-            out[str(r.seed)] = (r.seed, v)
+            out[r.seed] = v
     return out
 
 
@@ -433,29 +442,28 @@ def paired_difference(a: Sequence[CoverageRun], b: Sequence[CoverageRun], stat: 
         raise ValueError(f"unknown statistic {stat!r}; valid: final, auc")
     va = _by_seed(a, lambda r: fn(r, metric))
     vb = _by_seed(b, lambda r: fn(r, metric))
-    common = sorted(set(va) & set(vb))
-    diffs = [va[s][1] - vb[s][1] for s in common]
-    return {**estimate(diffs, level).to_dict(), "seeds": [va[s][0] for s in common],
-            "values": diffs}
+    common = sorted(set(va) & set(vb), key=seed_key)
+    diffs = [va[s] - vb[s] for s in common]
+    return {**estimate(diffs, level).to_dict(), "seeds": common, "values": diffs}
 
 
 def grpo_gain(grpo: Sequence[CoverageRun], metric: str = METRIC,
               level: float = LEVEL) -> dict[str, Any]:
     """GRPO's own gain, final - start per seed, as an ``Estimate`` dict with ``seeds``/``values``."""
     g = _by_seed(grpo, lambda r: final_value(r, metric) - start_value(r.run, metric))
-    keys = sorted(g)
-    return {**estimate([g[s][1] for s in keys], level).to_dict(), "seeds": [g[s][0] for s in keys],
-            "values": [g[s][1] for s in keys]}
+    keys = sorted(g, key=seed_key)
+    return {**estimate([g[s] for s in keys], level).to_dict(), "seeds": keys,
+            "values": [g[s] for s in keys]}
 
 
-def relative_edge(diffs: Mapping[str, float], gains: Mapping[str, float],
+def relative_edge(diffs: Mapping[Any, float], gains: Mapping[Any, float],
                   level: float = LEVEL) -> dict[str, Any]:
     """``mean(d) / mean(g)`` over the seeds in both mappings (seed -> paired final difference,
     seed -> GRPO's gain), with its delta-method t-interval (see the module docstring).
 
     ``mean``/``lo``/``hi``/``half_width`` are NaN and ``reason`` says why when the ratio or its
     interval is undefined (no common seed, GRPO's mean gain 0, a single seed)."""
-    common = sorted(set(diffs) & set(gains))
+    common = sorted(set(diffs) & set(gains), key=seed_key)
     d = np.asarray([diffs[s] for s in common], dtype=float)
     g = np.asarray([gains[s] for s in common], dtype=float)
     n = len(common)
@@ -510,12 +518,12 @@ def measured_p(runs: Sequence[CoverageRun], key: str = "cov_improvable",
                level: float = LEVEL) -> dict[str, Any]:
     """``eval0/<key>`` of one setting: averaged over the arms of each seed, then the t-interval
     over seeds (``n`` = seeds; ``n_runs`` = runs that logged it)."""
-    per_seed: dict[str, list[float]] = {}
+    per_seed: dict[Any, list[float]] = {}
     for r in runs:
         v = r.run.first(f"eval0/{key}")
         if math.isfinite(v):
-            per_seed.setdefault(str(r.seed), []).append(v)
-    vals = [float(np.mean(v)) for _, v in sorted(per_seed.items())]
+            per_seed.setdefault(r.seed, []).append(v)
+    vals = [float(np.mean(per_seed[s])) for s in sorted(per_seed, key=seed_key)]
     return {**estimate(vals, level).to_dict(), "n_runs": sum(len(v) for v in per_seed.values())}
 
 
@@ -552,12 +560,12 @@ def analyse_setting(suite: CoverageSuite, setting: str, *, metric: str = METRIC,
     if "grpo" in groups:
         gain = grpo_gain(groups["grpo"], metric, level)
         out["grpo_gain"] = gain
-        gains = {str(s): v for s, v in zip(gain["seeds"], gain["values"], strict=True)}
+        gains = dict(zip(gain["seeds"], gain["values"], strict=True))
         for a in edge_arms:
             if a not in groups:
                 continue
             ab = paired_difference(groups[a], groups["grpo"], "final", metric, level)
-            diffs = {str(s): v for s, v in zip(ab["seeds"], ab["values"], strict=True)}
+            diffs = dict(zip(ab["seeds"], ab["values"], strict=True))
             out["edge"][a] = {"absolute": ab, "relative": relative_edge(diffs, gains, level),
                               "gain_excludes_zero": bool(gain["n"] >= 2 and gain["lo"] > 0)}
     return out
