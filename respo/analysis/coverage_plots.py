@@ -51,7 +51,7 @@ def _curve_panel(ax: Axes, st: Mapping[str, Any], axis: str) -> None:
         col = arm_color(arm)
         ls = "--" if arm in ("grpo-tok", "treerl") else "-"
         ax.plot(x, mean, color=col, ls=ls, marker="o", ms=3,
-                label=f"{arm_label(arm)} (n={max(c['n'])})")
+                label=f"{arm_label(arm)} (n={c['n'][-1]})")
         ok = np.isfinite(lo) & np.isfinite(hi)
         if ok.any():
             ax.fill_between(x, np.where(ok, lo, mean), np.where(ok, hi, mean), where=ok, color=col,
