@@ -84,8 +84,8 @@ def test_bf16_update_changes_the_update_little_and_keeps_generation_in_fp32():
         calls = []
         orig = parts.model.forward
 
-        def spy(*a, _orig=orig, **kw):
-            calls.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
+        def spy(*a, _orig=orig, _calls=calls, **kw):
+            _calls.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
             return _orig(*a, **kw)
 
         parts.model.forward = spy
