@@ -190,7 +190,7 @@ def test_final_and_auc_by_hand(result: dict[str, Any]) -> None:
 
 def test_paired_differences_by_hand(result: dict[str, Any]) -> None:
     p03 = result["settings"]["p03"]["paired"]
-    assert set(p03) == {"srpo-grpo", "srpo-rrpo", "oracle-grpo", "srpo-grpo-tok"}
+    assert set(p03) == {"srpo-grpo", "srpo-rrpo", "oracle-grpo", "oracle-rrpo", "srpo-grpo-tok"}
     d = [a - b for a, b in zip(_col("p03", "srpo", 2), _col("p03", "grpo", 2), strict=True)]
     assert d == pytest.approx([0.06, 0.07, 0.08])
     m, hw = _t_ci(d)  # 0.07 ± t(0.975, 2) * 0.01 / sqrt 3 = 0.07 ± 0.02484
