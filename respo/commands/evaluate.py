@@ -200,13 +200,15 @@ def run(cfg: RunConfig, *, generate: Any = None) -> list[dict[str, Any]]:
     """Evaluate and append rows; ``generate`` replaces the backend of ``cfg.backend`` (tests, other
     engines)."""
     from respo.eval import benchmark_scores, run_agent
+    from respo.tasks.base import guarded
 
     gen = generate if generate is not None else (vllm_generate(cfg) if cfg.backend == "vllm" else hf_generate(cfg))
     label = cfg.label_model or Path(cfg.model).name
     rows = []
     cfg.out.parent.mkdir(parents=True, exist_ok=True)
     for name in cfg.benchmarks:
-        problems, task = load_benchmark(name, cfg.data, limit=cfg.limit, seed=cfg.seed)
+        problems, raw_task = load_benchmark(name, cfg.data, limit=cfg.limit, seed=cfg.seed)
+        task = guarded(raw_task)  # counts the responses whose scoring failed (each scored 0)
         items = run_agent(problems, task, gen, n=cfg.n, temperature=cfg.temperature, seed=cfg.seed,
                           delimiter=cfg.delimiter, max_thoughts=cfg.max_thoughts, batch_size=cfg.batch_size,
                           prompt_variant=cfg.prompt_variant,
@@ -215,7 +217,8 @@ def run(cfg: RunConfig, *, generate: Any = None) -> list[dict[str, Any]]:
         stats = getattr(getattr(task, "verifier", None), "stats", None) or getattr(task, "stats", None)
         row = {"model": label, "method": cfg.method, "seed": cfg.seed, "benchmark": name, "metrics": metrics,
                "config": {k: str(v) for k, v in vars(cfg).items()},
-               "verifier_stats": dict(stats) if stats else {}}
+               "verifier_stats": dict(stats) if stats else {},
+               "reward_failures": dict(task.failures)}
         rows.append(row)
         with cfg.out.open("a") as f:
             f.write(json.dumps(row, sort_keys=True) + "\n")

@@ -5,11 +5,15 @@ A ``Problem`` is data (question, reference answer, metadata). A ``Task`` scores 
 steps, judges a chain of thoughts with ``first_error(problem, thoughts) -> int | None`` (the
 1-indexed first erroneous thought): the credit-assignment oracle on the LLM side. Rewards get no
 hidden keyword arguments (anti-pattern 8): a reward sees the problem and the response text only.
+``GuardedTask`` wraps a task for the trainer and the evaluator: a failure while scoring one
+response scores it 0 and is counted (``reward/failures``), and the run goes on.
 """
 
 from __future__ import annotations
 
 import math
+import sys
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -59,3 +63,47 @@ def check_reward(value: object, *, where: str) -> float:
     if math.isnan(v) or v < 0.0 or v > 1.0:
         raise ValueError(f"{where}: reward must be a number in [0, 1], got {value!r}")
     return v
+
+
+class GuardedTask:
+    """``task`` whose ``reward`` never raises for one bad response: it scores 0 and is counted.
+
+    Any ``Exception`` from the wrapped reward (a crash in a verifier or the code harness on a
+    hostile output, or a value ``check_reward`` refuses) becomes reward 0. ``failures`` counts them
+    by exception type over the object's life; ``pop_stats`` returns the count since its last call
+    as ``{"reward/failures": n}`` (a trainer statistics source). The first ``report`` failures of
+    each type are printed to stderr with the problem id. Every other attribute is the task's.
+    """
+
+    def __init__(self, task: Any, *, report: int = 3) -> None:
+        self.task = task
+        self.failures: Counter[str] = Counter()
+        self.report = report
+        self._since_pop = 0
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "task":  # not set yet (copy / unpickle): no recursion
+            raise AttributeError(name)
+        return getattr(self.task, name)
+
+    def reward(self, problem: Problem, response: str) -> float:
+        where = f"task {getattr(self.task, 'name', '?')!r}, problem {problem.id!r}"
+        try:
+            return check_reward(self.task.reward(problem, response), where=where)
+        except Exception as e:  # noqa: BLE001 - one response must never end the run
+            kind = type(e).__name__
+            self.failures[kind] += 1
+            self._since_pop += 1
+            if self.failures[kind] <= self.report:
+                print(f"[reward] {where}: scoring failed ({kind}: {str(e)[:200]}); scored 0", file=sys.stderr)
+            return 0.0
+
+    def pop_stats(self) -> dict[str, float]:
+        """Scoring failures since the last call (then reset to zero)."""
+        n, self._since_pop = self._since_pop, 0
+        return {"reward/failures": float(n)}
+
+
+def guarded(task: Any) -> GuardedTask:
+    """``task`` wrapped in ``GuardedTask`` (unchanged if it already is one)."""
+    return task if isinstance(task, GuardedTask) else GuardedTask(task)
