@@ -135,8 +135,33 @@ def load_benchmark(name: str, data: Path, *, limit: int, seed: int) -> tuple[lis
     return read_problems(path)[:limit], task_for(BENCHMARK_KIND[name])
 
 
+def check_model_source(name: str) -> None:
+    """Refuse a ``--model`` that names a local folder which is not a model folder.
+
+    A name that exists on disk, starts with ``/``, ``.`` or ``~``, or has more than one ``/`` is
+    a folder (otherwise transformers would report a hub repo-id format error for it); it must hold
+    a JSON ``config.json`` and weights (``*.safetensors`` or ``*.bin``). Other names are hub ids.
+    """
+    p = Path(name).expanduser()
+    if not (p.exists() or name.startswith(("/", ".", "~")) or name.count("/") > 1):
+        return
+    if not p.is_dir():
+        raise FileNotFoundError(f"--model {name}: no such model folder")
+    conf = p / "config.json"
+    if not conf.is_file():
+        raise ValueError(f"--model {name}: not a model folder (no config.json)")
+    try:
+        if not isinstance(json.loads(conf.read_bytes()), dict):
+            raise ValueError("not an object")
+    except (ValueError, RecursionError) as e:
+        raise ValueError(f"{conf}: not a valid model config ({type(e).__name__})") from None
+    if not any(p.glob("*.safetensors")) and not any(p.glob("*.bin")):
+        raise ValueError(f"--model {name}: no weights (*.safetensors or *.bin) in the folder")
+
+
 def hf_generate(cfg: RunConfig) -> Any:
     """A text-in, text-out ``Generate`` over a transformers model (the respo.llm HF backend)."""
+    check_model_source(cfg.model)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from respo.llm.generation import HFBackend
@@ -154,6 +179,7 @@ def vllm_generate(cfg: RunConfig) -> Any:
     missing); stop ids are the tokenizer's EOS and the model's ``generation_config`` EOS ids,
     as the HF backend finds them.
     """
+    check_model_source(cfg.model)
     from transformers import AutoTokenizer, GenerationConfig
 
     from respo.llm import vllm_backend
@@ -236,9 +262,18 @@ def table(cfg: TableConfig) -> str:
     """Write the three table files; return the Markdown."""
     from respo.eval import records_from_rows, summarize, table_csv, table_latex, table_markdown
 
+    from respo.tasks.base import input_lines
+
     rows = []
     for p in cfg.results:
-        rows += [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+        for lineno, line in input_lines(p):
+            try:
+                row = json.loads(line)
+            except (ValueError, RecursionError) as e:
+                raise ValueError(f"{p}:{lineno}: not valid JSON ({type(e).__name__})") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{p}:{lineno}: a row must be a JSON object")
+            rows.append(row)
     cells = summarize(records_from_rows(rows, metric=cfg.metric, scale=cfg.scale), ddof=cfg.ddof)
     cfg.out.parent.mkdir(parents=True, exist_ok=True)
     md = table_markdown(cells)

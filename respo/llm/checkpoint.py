@@ -48,7 +48,7 @@ LOCK = ".lock"
 _STEP_NAME = re.compile(r"step-\d{6,}")
 
 
-class RunLockedError(RuntimeError):
+class RunLockedError(OSError):
     """Another process holds the run folder's lock."""
 
 
