@@ -198,7 +198,10 @@ def test_a_response_whose_scoring_fails_scores_zero_and_is_counted():
 
     task = GuardedTask(Picky())
     probs = [Problem("a", "1+1?", "2"), Problem("b", "2+0?", "2")]
-    gen = lambda prompts, *, n, temperature, seed: [["boom \\boxed{2}", "\\boxed{2}"] for _ in prompts]
+
+    def gen(prompts, *, n, temperature, seed):
+        return [["boom \\boxed{2}", "\\boxed{2}"] for _ in prompts]
+
     items = run_agent(probs, task, gen, n=2)
     assert [it.rewards for it in items] == [(0.0, 1.0), (0.0, 1.0)]
     assert task.failures == {"RecursionError": 2} and task.pop_stats() == {"reward/failures": 2.0}

@@ -71,6 +71,36 @@ def _case_bigoutput(port: int, outside: Path) -> str:
     return "while True:\n    print('x' * 10000)\n"
 
 
+HUB_FIXTURE = Path(__file__).resolve().parent / "fixtures" / "hub" / "lcb_v6.jsonl"
+IPC_KEY = 0x5E100000 + secrets.randbelow(1 << 20)
+
+
+def _case_hostfile(port: int, outside: Path) -> str:  # the audit's reward hack needs this read
+    return f"try:\n    open({str(HUB_FIXTURE)!r}).read(1)\n    print('ok')\nexcept OSError:\n    pass\n"
+
+
+def _case_procs(port: int, outside: Path) -> str:
+    return ("import os\npids = [d for d in os.listdir('/proc') if d.isdigit()]\n"
+            "print('ok' if len(pids) > 1 else 'no')\n")
+
+
+def _case_ipc(port: int, outside: Path) -> str:
+    return ("import ctypes, ctypes.util\nlibc = ctypes.CDLL(ctypes.util.find_library('c'))\n"
+            f"print('created' if libc.shmget({IPC_KEY}, 4096, 0o1666) >= 0 else 'no')\n")  # see 'IPC left'
+
+
+
+def _case_fill(port: int, outside: Path) -> str:
+    return ("n = 0\nfor i in range(48):\n    try:\n        with open(f'f{i}', 'wb') as f:\n"
+            "            f.write(b'x' * 1000000)\n        n += 1\n    except OSError:\n        break\n"
+            "print('ok' if n == 48 else 'no')\n")
+
+
+def _case_rows(port: int, outside: Path) -> str:
+    return ("import os\nopen('results.jsonl', 'w').write('{\"i\": 1e999, \"status\": \"ok\", \"out\": \"ok\"}\\n'"
+            " + '{\"i\": 0, \"status\": \"ok\", \"out\": ' + '[' * 100000 + ']' * 100000 + '}\\n')\nos._exit(0)\n")
+
+
 CASES = {
     "network connection to the parent's loopback": _case_network,
     "write outside its folder (test dir, /tmp, /var/tmp)": _case_write,
@@ -80,6 +110,11 @@ CASES = {
     "loop forever": _case_loop,
     "signal its parent (SIGUSR1 to ppid, kill(-1))": _case_signal,
     "print without end": _case_bigoutput,
+    "read a data set file on the host (reward hack)": _case_hostfile,
+    "see other processes in /proc": _case_procs,
+    "leave a System V shared-memory segment behind": _case_ipc,
+    "fill its folder (48 files of 1 MB)": _case_fill,
+    "write hostile result rows (1e999, 100k-deep nesting)": _case_rows,
 }
 
 
@@ -89,7 +124,28 @@ REQUIRES = {  # the OS layers that contain a case when the audit hook is off
     "read the parent's environment (env, /proc/ppid/environ)": ("fresh_uid",),
     "fork without end": ("fresh_uid",),
     "signal its parent (SIGUSR1 to ppid, kill(-1))": ("fresh_uid",),
+    "read a data set file on the host (reward hack)": ("fresh_uid", "mount_namespace"),
+    "see other processes in /proc": ("pid_namespace",),
+    "leave a System V shared-memory segment behind": ("ipc_namespace",),
+    "fill its folder (48 files of 1 MB)": ("mount_namespace",),
 }
+
+
+def _sysv_keys(kind: str) -> set[int]:
+    path = Path(f"/proc/sysvipc/{kind}")
+    return {int(ln.split()[0]) for ln in path.read_text().splitlines()[1:] if ln.strip()} if path.exists() else set()
+
+
+def _remove_shm(key: int) -> None:
+    """Remove a System V segment / queue with ``key`` if a failing run left one (IPC_RMID)."""
+    import ctypes
+    import ctypes.util
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    for get, ctl in ((libc.shmget, libc.shmctl), (libc.msgget, libc.msgctl)):
+        i = get(key, 0, 0)
+        if i >= 0:
+            ctl(i, 0, None)
 
 
 def _leftover_sandbox_processes() -> list[int]:
@@ -118,6 +174,7 @@ def run_case(name: str, tmp: Path, *, audit_hook: bool) -> dict[str, object]:
     os.environ[SECRET_VAR] = SECRET
     outside = tmp / "outside"
     outside.mkdir(exist_ok=True)
+    ipc_before = _sysv_keys("shm")
     try:
         code = CASES[name](server.getsockname()[1], outside)
         t = time.monotonic()
@@ -134,8 +191,10 @@ def run_case(name: str, tmp: Path, *, audit_hook: bool) -> dict[str, object]:
                                     Path(f"/var/tmp/respo-pwned-{TOKEN}")) if p.exists()]
         return {"case": name, "audit_hook": audit_hook, "reward": out.passed / out.total,
                 "status": out.statuses[0], "wall_s": round(wall, 2), "connected": connected,
-                "written": written, "signalled": bool(received), "leftover": _leftover_sandbox_processes()}
+                "written": written, "signalled": bool(received), "leftover": _leftover_sandbox_processes(),
+                "ipc_left": _sysv_keys("shm") - ipc_before}
     finally:
+        _remove_shm(IPC_KEY)
         del os.environ[SECRET_VAR]
         server.close()
         signal.signal(signal.SIGUSR1, old)
@@ -153,6 +212,7 @@ def test_hostile_program_contained(name, audit_hook, tmp_path):
     assert not r["written"], r
     assert not r["signalled"], r
     assert not r["leftover"], r
+    assert not r["ipc_left"], r
     assert r["wall_s"] < FAST.wall_s + 2.0, r
 
 
@@ -210,10 +270,9 @@ def test_isolation_report():
 
 # --- the outside audit's cases (issue 16): host files, IPC, disk, /proc, hostile result rows ---
 
-LCB_FIXTURE = Path(__file__).resolve().parent / "fixtures" / "hub" / "lcb_v6.jsonl"
 ORACLE = (  # solves nothing: looks the expected output up in a data set file on the host
     "import json, sys\nx = sys.stdin.read()\n"
-    f"for line in open({str(LCB_FIXTURE)!r}):\n"
+    f"for line in open({str(HUB_FIXTURE)!r}):\n"
     "    for t in json.loads(json.loads(line)['public_test_cases']):\n"
     "        if t['input'] == x:\n            print(t['output'], end='')\n")
 needs_root_layers = pytest.mark.skipif(os.getuid() != 0, reason="the minimal root and the PID and IPC "
@@ -241,7 +300,7 @@ def test_host_file_reward_hack_scores_zero(audit_hook):
 def test_program_sees_only_its_folder_and_the_interpreter():
     repo = Path(__file__).resolve().parents[1]
     probe = ("import json, os\nseen = {}\n"
-             f"for p in ({str(repo / 'README.md')!r}, {str(LCB_FIXTURE)!r}, '/etc/passwd', '/etc/hostname',"
+             f"for p in ({str(repo / 'README.md')!r}, {str(HUB_FIXTURE)!r}, '/etc/passwd', '/etc/hostname',"
              " '/root', '/home', '/proc/1/cmdline'):\n"
              "    try:\n        seen[p] = len(open(p, 'rb').read()) if not os.path.isdir(p) else os.listdir(p)\n"
              "    except OSError:\n        pass\n"
@@ -276,11 +335,6 @@ def test_other_processes_are_invisible():
         sleeper.wait()
 
 
-def _sysv_keys(kind: str) -> set[int]:
-    path = Path(f"/proc/sysvipc/{kind}")
-    return {int(ln.split()[0]) for ln in path.read_text().splitlines()[1:] if ln.strip()} if path.exists() else set()
-
-
 @needs_root_layers
 def test_ipc_objects_are_gone_after_the_run():
     key = 0x5E000000 + secrets.randbelow(1 << 20)
@@ -292,14 +346,7 @@ def test_ipc_objects_are_gone_after_the_run():
         assert out.passed == 1, out  # the objects were created inside the run ...
         assert key not in _sysv_keys("shm") and key not in _sysv_keys("msg")  # ... and did not outlive it
     finally:
-        import ctypes
-        import ctypes.util
-
-        libc = ctypes.CDLL(ctypes.util.find_library("c"))
-        for get, ctl in ((libc.shmget, libc.shmctl), (libc.msgget, libc.msgctl)):
-            i = get(key, 0, 0)
-            if i >= 0:
-                ctl(i, 0, None)  # IPC_RMID: clean up after a failing run
+        _remove_shm(key)
 
 
 @needs_root_layers
@@ -359,12 +406,14 @@ def test_hostile_functional_values_compare_false():
 
 if __name__ == "__main__":  # the table for experiments/LOG.md
     print(isolation())
-    print("| case | audit hook | reward | status | wall s | connected | wrote outside | signalled parent | leftover procs |")
-    print("|---|---|---:|---|---:|---|---|---|---|")
+    print("| case | audit hook | reward | status | wall s | connected | wrote outside | signalled parent | "
+          "leftover procs | IPC left |")
+    print("|---|---|---:|---|---:|---|---|---|---|---|")
     for hook in (False, True):
         for n in CASES:
             with tempfile.TemporaryDirectory() as d:
                 r = run_case(n, Path(d), audit_hook=hook)
             print(f"| {n} | {'on' if hook else 'off'} | {r['reward']} | {r['status']} | {r['wall_s']} | "
-                  f"{r['connected']} | {bool(r['written'])} | {r['signalled']} | {len(r['leftover'])} |")
+                  f"{r['connected']} | {bool(r['written'])} | {r['signalled']} | {len(r['leftover'])} | "
+                  f"{len(r['ipc_left'])} |")
     sys.exit(0)

@@ -261,7 +261,6 @@ def run(cfg: RunConfig, *, generate: Any = None) -> list[dict[str, Any]]:
 def table(cfg: TableConfig) -> str:
     """Write the three table files; return the Markdown."""
     from respo.eval import records_from_rows, summarize, table_csv, table_latex, table_markdown
-
     from respo.tasks.base import input_lines
 
     rows = []

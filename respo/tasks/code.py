@@ -9,7 +9,8 @@ passed, so evaluate with ``CodeTask(tests_key="heldout_tests")``.
 
 The program is the last fenced code block of the response (```` ```python ```` preferred). All
 tests of one response run in one sandboxed process (``respo.tasks.sandbox``), each in a fresh
-namespace with its own time limit; the program never sees expected outputs. Output comparison
+namespace with its own time limit; the program never sees expected outputs, and sees no host file
+but the interpreter and its standard library (no site-packages: e.g. no numpy). Output comparison
 (stdin tests) ignores trailing whitespace per line and trailing blank lines, and accepts tokens
 that are numerically equal (as LiveCodeBench's checker does).
 
