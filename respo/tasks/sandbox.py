@@ -133,8 +133,15 @@ class _Layers:
     """Host folder of the run: ``in/`` (files to copy), ``out/`` (collected files), ``root/``."""
 
 
+_LIBC: ctypes.CDLL | None = None
+
+
 def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+    """libc, loaded once in the parent (``find_library`` runs ``ldconfig``: not in a forked child)."""
+    global _LIBC
+    if _LIBC is None:
+        _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+    return _LIBC
 
 
 def _check(rc: int, what: str) -> None:
@@ -429,6 +436,7 @@ def isolation(*, refresh: bool = False) -> Isolation:
     global _ISOLATION, _ROOT
     if _ISOLATION is not None and not refresh:
         return _ISOLATION
+    _libc()
     notes: list[str] = []
     candidates = list(dict.fromkeys([sys.executable, shutil.which("python3") or "", "/usr/bin/python3",
                                      "/usr/local/bin/python3"]))
