@@ -136,7 +136,7 @@ def load_benchmark(name: str, data: Path, *, limit: int, seed: int) -> tuple[lis
 
 
 def check_model_source(name: str) -> None:
-    """Refuse a ``--model`` that names a local folder which is not a model folder.
+    """Refuse a ``--model`` that names a local folder which is not a model folder (HF backend).
 
     A name that exists on disk, starts with ``/``, ``.`` or ``~``, or has more than one ``/`` is
     a folder (otherwise transformers would report a hub repo-id format error for it); it must hold
@@ -179,7 +179,6 @@ def vllm_generate(cfg: RunConfig) -> Any:
     missing); stop ids are the tokenizer's EOS and the model's ``generation_config`` EOS ids,
     as the HF backend finds them.
     """
-    check_model_source(cfg.model)
     from transformers import AutoTokenizer, GenerationConfig
 
     from respo.llm import vllm_backend
