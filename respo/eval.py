@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from respo.tasks.base import Problem, Task, check_reward
+from respo.tasks.base import Problem, Task, guarded
 
 
 class Generate(Protocol):
@@ -102,12 +102,14 @@ def run_agent(
     The prompt is ``prompt(problem)``, by default the trainer's raw completion prompt
     (``respo.llm.prompts``, ``prompt_variant`` "paper" or "small"). ``is_final`` defaults to
     the task's own ``is_final`` if it has one, else "contains ``\\boxed``". Batches of ``batch_size`` prompts are generated with seed ``seed + batch index`` so
-    results do not depend on how many batches ran before.
+    results do not depend on how many batches ran before. A response whose scoring fails scores
+    0 and is counted (``respo.tasks.base.GuardedTask``; pass one to read the counts).
     """
     if n < 1 or max_thoughts < 1:
         raise ValueError(f"need n >= 1 and max_thoughts >= 1, got {n}, {max_thoughts}")
     fin = is_final or getattr(task, "is_final", None) or _default_is_final
     make = prompt or (lambda p: default_prompt(p, delimiter=delimiter, variant=prompt_variant))
+    scorer = guarded(task)  # a response whose scoring fails scores 0 and is counted, the run goes on
     out: list[ItemResult] = []
     for b in range(0, len(problems), batch_size):
         chunk = list(problems[b : b + batch_size])
@@ -116,7 +118,7 @@ def run_agent(
             raise ValueError(f"generate returned {[len(t) for t in texts]} responses for {len(chunk)} prompts x n={n}")
         for p, resp in zip(chunk, texts, strict=True):
             cut = [agent_response(r, delimiter=delimiter, max_thoughts=max_thoughts, is_final=fin)[0] for r in resp]
-            rewards = tuple(check_reward(task.reward(p, r), where=f"{task.name}:{p.id}") for r in cut)
+            rewards = tuple(scorer.reward(p, r) for r in cut)
             out.append(ItemResult(p.id, rewards, tuple(cut) if keep_responses else ()))
     return out
 

@@ -179,3 +179,30 @@ def test_eval_main_with_tiny_hf_model(tmp_path):
     import json
     row = json.loads(out.read_text().splitlines()[0])
     assert row["benchmark"] == "arithmetic" and 0.0 <= row["metrics"]["pass@1"] <= 1.0
+
+
+def test_a_response_whose_scoring_fails_scores_zero_and_is_counted():
+    from respo.eval import run_agent
+    from respo.tasks.base import GuardedTask, Problem
+
+    class Picky:
+        name, has_step_judge = "picky", False
+
+        def reward(self, problem, response):
+            if "boom" in response:
+                raise RecursionError("maximum recursion depth exceeded")
+            return 1.0 if "\\boxed{2}" in response else 0.0
+
+        def first_error(self, problem, thoughts):
+            return None
+
+    task = GuardedTask(Picky())
+    probs = [Problem("a", "1+1?", "2"), Problem("b", "2+0?", "2")]
+
+    def gen(prompts, *, n, temperature, seed):
+        return [["boom \\boxed{2}", "\\boxed{2}"] for _ in prompts]
+
+    items = run_agent(probs, task, gen, n=2)
+    assert [it.rewards for it in items] == [(0.0, 1.0), (0.0, 1.0)]
+    assert task.failures == {"RecursionError": 2} and task.pop_stats() == {"reward/failures": 2.0}
+    assert task.pop_stats() == {"reward/failures": 0.0}

@@ -317,3 +317,27 @@ def test_dropout_is_refused():
     parts.model.config.attention_dropout = 0.1
     with pytest.raises(ValueError, match="no dropout.*attention_dropout"):
         next(iter(train(_cfg("grpo", steps=1), parts)))
+
+
+def test_a_row_whose_scoring_fails_scores_zero_and_the_run_goes_on():
+    from respo.llm.train_parts import build_parts
+
+    class Exploding:  # the task's reward fails on its first three responses (a hostile output)
+        def __init__(self, task):
+            self.inner, self.calls = task, 0
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def reward(self, problem, response):
+            self.calls += 1
+            if self.calls <= 3:
+                raise OverflowError("int too large to convert to float")
+            return self.inner.reward(problem, response)
+
+    cfg = dataclasses.replace(_tiny_real("grpo"), steps=2)
+    parts = build_parts(cfg)
+    parts.sampler.task.task = Exploding(parts.sampler.task.task)
+    rows = list(train(cfg, parts))
+    assert [r["step"] for r in rows] == [0, 1]
+    assert [r["reward/failures"] for r in rows] == [3.0, 0.0]

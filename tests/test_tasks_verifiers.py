@@ -48,6 +48,21 @@ def test_math_wrong_and_missing(verifier):
     assert task.reward(P("3"), "\\boxed{4} ... wait \\boxed{3}") == 1.0  # the last box counts
 
 
+# The verifier's own rules (respo.tasks.math docstring), each both ways: (gold, pred, reward).
+RULES = [
+    ("5", "6 = 5", 0.0), ("5", "x = 5", 1.0), ("4", "2+2 = 4", 1.0), ("5", "x = y = 5", 1.0),
+    ("5", "x = y", 0.0), ("5", "5 = 6", 0.0), ("y = 2x+1", "y=2x+1", 1.0),
+    ("5", "5\\%", 0.0), ("0.05", "5\\%", 1.0), ("0.5", "50\\%", 1.0), ("50\\%", "50", 1.0),
+    ("\\sqrt{2}", "1.4142136", 0.0), ("\\pi", "3.1415927", 0.0), ("\\frac{1}{3}", "0.3333333", 0.0),
+    ("\\frac{3}{4}", "0.75", 1.0), ("12", "12.0", 1.0), ("0.5", "0.50", 1.0), ("\\sqrt{2}", "\\sqrt 2", 1.0),
+]
+
+
+@pytest.mark.parametrize("gold,pred,want", RULES)
+def test_math_rules_relations_percentages_decimals(verifier, gold, pred, want):
+    assert MathTask(verifier).reward(P(gold), f"\\boxed{{{pred}}}") == want
+
+
 def test_math_adversarial_bounded():
     verifier = MathVerifier(timeout_s=1.0)
     task = MathTask(verifier)

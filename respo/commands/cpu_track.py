@@ -63,7 +63,7 @@ class Args:
 
 def run_finished(run_dir: Path, steps: int) -> bool:
     """Whether ``run_dir`` holds a run that completed ``steps`` steps (metrics and checkpoint)."""
-    from respo.llm.checkpoint import latest_checkpoint
+    from respo.llm.checkpoint import CheckpointError, latest_checkpoint
     from respo.llm.metrics import read_jsonl
 
     rows = read_jsonl(run_dir / "metrics.jsonl")
@@ -71,7 +71,7 @@ def run_finished(run_dir: Path, steps: int) -> bool:
         return False
     try:
         ckpt = latest_checkpoint(run_dir)
-    except FileNotFoundError:
+    except (FileNotFoundError, CheckpointError):  # a pointer to a missing or broken checkpoint
         return False
     return ckpt is not None
 

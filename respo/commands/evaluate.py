@@ -135,8 +135,33 @@ def load_benchmark(name: str, data: Path, *, limit: int, seed: int) -> tuple[lis
     return read_problems(path)[:limit], task_for(BENCHMARK_KIND[name])
 
 
+def check_model_source(name: str) -> None:
+    """Refuse a ``--model`` that names a local folder which is not a model folder (HF backend).
+
+    A name that exists on disk, starts with ``/``, ``.`` or ``~``, or has more than one ``/`` is
+    a folder (otherwise transformers would report a hub repo-id format error for it); it must hold
+    a JSON ``config.json`` and weights (``*.safetensors`` or ``*.bin``). Other names are hub ids.
+    """
+    p = Path(name).expanduser()
+    if not (p.exists() or name.startswith(("/", ".", "~")) or name.count("/") > 1):
+        return
+    if not p.is_dir():
+        raise FileNotFoundError(f"--model {name}: no such model folder")
+    conf = p / "config.json"
+    if not conf.is_file():
+        raise ValueError(f"--model {name}: not a model folder (no config.json)")
+    try:
+        if not isinstance(json.loads(conf.read_bytes()), dict):
+            raise ValueError("not an object")
+    except (ValueError, RecursionError) as e:
+        raise ValueError(f"{conf}: not a valid model config ({type(e).__name__})") from None
+    if not any(p.glob("*.safetensors")) and not any(p.glob("*.bin")):
+        raise ValueError(f"--model {name}: no weights (*.safetensors or *.bin) in the folder")
+
+
 def hf_generate(cfg: RunConfig) -> Any:
     """A text-in, text-out ``Generate`` over a transformers model (the respo.llm HF backend)."""
+    check_model_source(cfg.model)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from respo.llm.generation import HFBackend
@@ -200,13 +225,15 @@ def run(cfg: RunConfig, *, generate: Any = None) -> list[dict[str, Any]]:
     """Evaluate and append rows; ``generate`` replaces the backend of ``cfg.backend`` (tests, other
     engines)."""
     from respo.eval import benchmark_scores, run_agent
+    from respo.tasks.base import guarded
 
     gen = generate if generate is not None else (vllm_generate(cfg) if cfg.backend == "vllm" else hf_generate(cfg))
     label = cfg.label_model or Path(cfg.model).name
     rows = []
     cfg.out.parent.mkdir(parents=True, exist_ok=True)
     for name in cfg.benchmarks:
-        problems, task = load_benchmark(name, cfg.data, limit=cfg.limit, seed=cfg.seed)
+        problems, raw_task = load_benchmark(name, cfg.data, limit=cfg.limit, seed=cfg.seed)
+        task = guarded(raw_task)  # counts the responses whose scoring failed (each scored 0)
         items = run_agent(problems, task, gen, n=cfg.n, temperature=cfg.temperature, seed=cfg.seed,
                           delimiter=cfg.delimiter, max_thoughts=cfg.max_thoughts, batch_size=cfg.batch_size,
                           prompt_variant=cfg.prompt_variant,
@@ -215,7 +242,8 @@ def run(cfg: RunConfig, *, generate: Any = None) -> list[dict[str, Any]]:
         stats = getattr(getattr(task, "verifier", None), "stats", None) or getattr(task, "stats", None)
         row = {"model": label, "method": cfg.method, "seed": cfg.seed, "benchmark": name, "metrics": metrics,
                "config": {k: str(v) for k, v in vars(cfg).items()},
-               "verifier_stats": dict(stats) if stats else {}}
+               "verifier_stats": dict(stats) if stats else {},
+               "reward_failures": dict(task.failures)}
         rows.append(row)
         with cfg.out.open("a") as f:
             f.write(json.dumps(row, sort_keys=True) + "\n")
@@ -232,10 +260,18 @@ def run(cfg: RunConfig, *, generate: Any = None) -> list[dict[str, Any]]:
 def table(cfg: TableConfig) -> str:
     """Write the three table files; return the Markdown."""
     from respo.eval import records_from_rows, summarize, table_csv, table_latex, table_markdown
+    from respo.tasks.base import input_lines
 
     rows = []
     for p in cfg.results:
-        rows += [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+        for lineno, line in input_lines(p):
+            try:
+                row = json.loads(line)
+            except (ValueError, RecursionError) as e:
+                raise ValueError(f"{p}:{lineno}: not valid JSON ({type(e).__name__})") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{p}:{lineno}: a row must be a JSON object")
+            rows.append(row)
     cells = summarize(records_from_rows(rows, metric=cfg.metric, scale=cfg.scale), ddof=cfg.ddof)
     cfg.out.parent.mkdir(parents=True, exist_ok=True)
     md = table_markdown(cells)

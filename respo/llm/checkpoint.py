@@ -10,10 +10,17 @@ Layout of ``<run_dir>/checkpoints/step-000007/``:
   only a safety net for library code that draws from the global streams);
 - ``config.json``: the run's configuration.
 
-A checkpoint is first written to a temporary folder next to its final place and then renamed
-with ``os.replace``, and only then does ``LATEST`` (a one-line file, itself replaced atomically)
-point to it. A run killed at any moment leaves the previous checkpoint intact and ``LATEST``
-pointing to a complete folder.
+A checkpoint is first written to a temporary folder next to its final place, every file and
+the folder fsynced, then renamed with ``os.replace``, and only then does ``LATEST`` (a one-line
+file, itself fsynced and replaced atomically) point to it; older checkpoints are removed after
+that. A run killed at any moment (or a power loss) leaves the previous checkpoint intact and
+``LATEST`` pointing to a complete folder. Temporary folders a killed run left behind are removed
+by the next process that takes the run's lock.
+
+``hold_run_lock`` takes an exclusive lock (``fcntl.flock`` on ``<run_dir>/.lock``) for a run's
+whole life (``RunLock``): a second process on the same folder is refused with ``RunLockedError``. Loading
+checks what it reads: a ``LATEST`` that does not name a checkpoint, truncated or mis-shaped
+weights, or an unreadable trainer state raise ``CheckpointError`` naming the file.
 
 Sharded models (FSDP): ``save_checkpoint_distributed`` / ``load_checkpoint_distributed``, called
 on every process, gather / scatter the full state and use the same layout, so checkpoints move
@@ -22,9 +29,11 @@ freely between one process and FSDP (see the section at the end).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import random
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -35,6 +44,72 @@ import numpy as np
 import torch
 
 LATEST = "LATEST"
+LOCK = ".lock"
+_STEP_NAME = re.compile(r"step-\d{6,}")
+
+
+class RunLockedError(OSError):
+    """Another process holds the run folder's lock."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder (or its ``LATEST`` pointer) is missing files or holds unreadable ones."""
+
+
+class RunLock:
+    """An exclusive ``flock`` on ``<run_dir>/.lock``, held until ``close`` or until collected."""
+
+    def __init__(self, fd: int, path: Path) -> None:
+        self.fd, self.path = fd, path
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)  # closing the descriptor drops the lock
+            self.fd = -1
+
+    def __del__(self) -> None:
+        self.close()
+
+
+def hold_run_lock(run_dir: str | Path) -> RunLock:
+    """Lock ``run_dir`` for this process (non-blocking); the lock lasts while the result lives.
+
+    The kernel drops the lock when its holder closes it or dies, so a killed run never leaves a
+    stale lock. A second holder, in another process or through another call, gets
+    ``RunLockedError`` naming the folder and the holder's pid. Once locked, temporary checkpoint
+    folders that a killed run left behind are removed (no other writer can exist).
+    """
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        os.close(fd)
+        raise RunLockedError(f"{run} is in use by another run (pid {holder}): wait for it to end, or "
+                             "pick another run name / runs folder") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    for orphan in checkpoint_dir(run).glob(".tmp-step-*"):
+        shutil.rmtree(orphan, ignore_errors=True)
+    return RunLock(fd, run / LOCK)
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(folder: Path) -> None:
+    """fsync every file and folder under ``folder`` (and ``folder`` itself)."""
+    for dirpath, _, files in os.walk(folder):
+        for name in files:
+            _fsync_path(Path(dirpath) / name)
+        _fsync_path(Path(dirpath))
 
 
 def checkpoint_dir(run_dir: str | Path) -> Path:
@@ -88,15 +163,21 @@ def _write_checkpoint(
             tokenizer.save_pretrained(str(tmp / "model"))
         torch.save(trainer_state(), tmp / "trainer_state.pt")
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
+        _fsync_tree(tmp)  # the data is on disk before any name points to it
         if final.exists():  # a re-run of the same step after a resume: replace it
             shutil.rmtree(final)
         os.replace(tmp, final)
+        _fsync_path(root)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
     pointer = root / f".{LATEST}.tmp"
-    pointer.write_text(final.name + "\n")
+    with open(pointer, "w") as f:
+        f.write(final.name + "\n")
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(pointer, root / LATEST)
+    _fsync_path(root)
     if keep > 0:
         old = sorted(p for p in root.glob("step-*") if p.is_dir() and p != final)
         for p in old[: max(len(old) - (keep - 1), 0)]:
@@ -140,9 +221,16 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     ptr = root / LATEST
     if not ptr.exists():
         return None
-    path = root / ptr.read_text().strip()
-    if not (path / "trainer_state.pt").exists():
-        raise FileNotFoundError(f"{ptr} points to {path}, which is not a complete checkpoint")
+    try:
+        name = ptr.read_bytes()[:256].decode("utf-8").strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{ptr}: unreadable checkpoint pointer ({e})") from None
+    if not _STEP_NAME.fullmatch(name):
+        raise CheckpointError(f"{ptr}: holds {name[:60]!r}, not a checkpoint name like 'step-000007'")
+    path = root / name
+    missing = [f for f in ("trainer_state.pt", "model") if not (path / f).exists()]
+    if missing:
+        raise CheckpointError(f"{ptr} points to {path}, which is not a complete checkpoint (no {', '.join(missing)})")
     return path
 
 
@@ -151,10 +239,13 @@ def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
 
     files = sorted(folder.glob("*.safetensors"))
     if not files:
-        raise FileNotFoundError(f"no .safetensors weights in {folder}")
+        raise CheckpointError(f"no .safetensors weights in {folder}")
     state: dict[str, torch.Tensor] = {}
     for f in files:
-        state.update(load_file(str(f)))
+        try:
+            state.update(load_file(str(f)))
+        except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
+            raise CheckpointError(f"{f}: unreadable weights ({type(e).__name__}: {str(e)[:200]})") from None
     return state
 
 
@@ -166,18 +257,36 @@ def _load_weights(model: Any, folder: Path) -> None:
         res = set_peft_model_state_dict(model, state)
         unexpected = list(getattr(res, "unexpected_keys", []) or [])
         if unexpected:
-            raise RuntimeError(f"adapter weights in {folder} do not fit the model: {unexpected[:5]}")
+            raise CheckpointError(f"adapter weights in {folder} do not fit the model: {unexpected[:5]}")
         return
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # a shape mismatch
+        raise CheckpointError(f"weights in {folder} do not fit the model: {str(e)[:300]}") from None
     tied = set(getattr(model, "_tied_weights_keys", None) or [])
     real_missing = [k for k in missing if k not in tied and not k.endswith("lm_head.weight")]
     if real_missing or unexpected:
-        raise RuntimeError(
+        raise CheckpointError(
             f"weights in {folder} do not fit the model: missing {real_missing[:5]}, "
             f"unexpected {list(unexpected)[:5]}"
         )
     if hasattr(model, "tie_weights"):
         model.tie_weights()
+
+
+def read_trainer_state(path: str | Path) -> dict[str, Any]:
+    """``<path>/trainer_state.pt`` (a checkpoint folder's), checked to hold the keys a resume needs."""
+    f = Path(path) / "trainer_state.pt"
+    try:
+        state = torch.load(f, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - truncated zip, bad pickle, ...: all mean the same here
+        raise CheckpointError(f"{f}: unreadable trainer state ({type(e).__name__}: {str(e)[:200]})") from None
+    need = ("step", "optimizer", "rng")
+    if not isinstance(state, dict) or any(k not in state for k in need):
+        raise CheckpointError(f"{f}: trainer state must be a dict with keys {', '.join(need)}")
+    if type(state["step"]) is not int or state["step"] < 0:
+        raise CheckpointError(f"{f}: step must be an int >= 0, got {state['step']!r}")
+    return state
 
 
 def load_checkpoint(
@@ -190,7 +299,7 @@ def load_checkpoint(
     """
     p = Path(path)
     _load_weights(model, p / "model")
-    state = torch.load(p / "trainer_state.pt", map_location="cpu", weights_only=False)
+    state = read_trainer_state(p)
     if optimizer is not None:
         optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None and state.get("scheduler") is not None:
@@ -343,14 +452,14 @@ def _full_weights_from_disk(model: Any, folder: Path, names: dict[str, Any]) -> 
         disk = {rename.get(k, k): v for k, v in disk.items()}
     unexpected = [k for k in disk if k not in names]
     if unexpected:
-        raise RuntimeError(f"weights in {folder} do not fit the model: unexpected {unexpected[:5]}")
+        raise CheckpointError(f"weights in {folder} do not fit the model: unexpected {unexpected[:5]}")
     if _is_peft(model):
         return disk
     ties = _tie_targets(model, names)
     missing = [k for k in names if k not in disk]
     real_missing = [k for k in missing if ties.get(k) not in disk]
     if real_missing:
-        raise RuntimeError(f"weights in {folder} do not fit the model: missing {real_missing[:5]}")
+        raise CheckpointError(f"weights in {folder} do not fit the model: missing {real_missing[:5]}")
     for k in missing:
         disk[k] = disk[ties[k]]
     return disk
@@ -451,7 +560,7 @@ def load_checkpoint_distributed(
     else:
         names = get_model_state_dict(wrapped, options=sharded)
     weights = _full_weights_from_disk(model, p / "model", names)
-    state = torch.load(p / "trainer_state.pt", map_location="cpu", weights_only=False)
+    state = read_trainer_state(p)
     load_opts = StateDictOptions(full_state_dict=True, strict=not _is_peft(model))
     if optimizer is not None:
         osd = _optimizer_state_by_name(state.pop("optimizer"), names_osd, _param_order(names))

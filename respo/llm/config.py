@@ -22,6 +22,25 @@ from respo.resets import FALLBACK_MODES
 from respo.variants import PAIRINGS, Objective, Variant, get_variant, resolve_objective
 
 
+def check_number(field_name: str, value: Any, *, low: float, strict: bool = False,
+                 high: float | None = None, integer: bool = False) -> None:
+    """Raise ValueError naming ``field_name`` unless ``value`` is a finite number >= ``low``
+    (> ``low`` with ``strict``), <= ``high`` if given, and an int if ``integer``."""
+    kinds = (int,) if integer else (int, float)
+    ok = (isinstance(value, kinds) and not isinstance(value, bool) and math.isfinite(value)
+          and (value > low if strict else value >= low) and (high is None or value <= high))
+    if not ok:
+        what = "an integer" if integer else "a finite number"
+        bound = f"{'>' if strict else '>='} {low:g}" + (f" and <= {high:g}" if high is not None else "")
+        raise ValueError(f"{field_name} must be {what} {bound}, got {value!r}")
+
+
+def check_run_name(name: Any) -> None:
+    """A run name is one plain folder name: not empty, not ``.``/``..``, no path separator."""
+    if not isinstance(name, str) or name.strip() in ("", ".", "..") or any(c in name for c in "/\\\0"):
+        raise ValueError(f"name must be a plain folder name (no '/', not '.' or '..'), got {name!r}")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Which policy model to train and how its weights are adapted."""
@@ -61,8 +80,10 @@ class ModelConfig:
     paper)."""
 
     def __post_init__(self) -> None:
-        if self.lora_rank < 0:
-            raise ValueError(f"lora_rank must be >= 0, got {self.lora_rank}")
+        check_number("model.lora_rank", self.lora_rank, low=0, integer=True)
+        check_number("model.lora_alpha", self.lora_alpha, low=0, strict=True)
+        check_number("model.tiny_hidden", self.tiny_hidden, low=1, integer=True)
+        check_number("model.tiny_layers", self.tiny_layers, low=1, integer=True)
 
 
 @dataclass(frozen=True)
@@ -135,8 +156,12 @@ class SamplingConfig:
             raise ValueError(f"unknown fallback {self.fallback!r}; valid: {', '.join(FALLBACK_MODES)}")
         if self.localizer not in ("prompted", "confidence"):
             raise ValueError(f"unknown localizer {self.localizer!r}; valid: prompted, confidence")
-        if not self.temperature > 0:
-            raise ValueError(f"rollout temperature must be > 0, got {self.temperature}")
+        check_number("sampling.temperature", self.temperature, low=0, strict=True)
+        check_number("sampling.top_p", self.top_p, low=0, strict=True, high=1)
+        check_number("sampling.localize_temperature", self.localize_temperature, low=0)
+        check_number("sampling.confidence_threshold", self.confidence_threshold, low=0, high=1)
+        for k in ("max_thoughts", "max_thought_tokens", "max_response_tokens", "localize_max_tokens"):
+            check_number(f"sampling.{k}", getattr(self, k), low=1, integer=True)
         if self.backend not in ("hf", "vllm"):
             raise ValueError(f"unknown backend {self.backend!r}; valid: hf, vllm")
         if not 0 < self.vllm_gpu_memory_utilization <= 1:
@@ -163,6 +188,16 @@ class OptimConfig:
     """Learning-rate schedule over optimizer steps, after warmup."""
     warmup_steps: int = 0
     """Optimizer steps of linear warmup."""
+
+    def __post_init__(self) -> None:
+        check_number("optim.lr", self.lr, low=0, strict=True)
+        check_number("optim.weight_decay", self.weight_decay, low=0)
+        check_number("optim.grad_clip", self.grad_clip, low=0)
+        check_number("optim.warmup_steps", self.warmup_steps, low=0, integer=True)
+        if len(self.betas) != 2:
+            raise ValueError(f"optim.betas must be two numbers, got {self.betas!r}")
+        for b in self.betas:
+            check_number("optim.betas", b, low=0, high=1)
 
 
 @dataclass(frozen=True)
@@ -192,6 +227,10 @@ class EvalConfig:
     gold thoughts, transformers backend): a visited state on the gold path is improvable when the
     policy gives the gold next thought a probability below 1 - tau
     (``respo.tasks.synthetic.coverage``)."""
+
+    def __post_init__(self) -> None:
+        check_number("eval.every", self.every, low=0, integer=True)
+        check_number("eval.problems", self.problems, low=1, integer=True)
 
 
 @dataclass(frozen=True)
@@ -280,7 +319,8 @@ class TrainConfig:
     checkpoint_every: int = 1
     """Write a checkpoint every this many steps (and after the last); 0 = only the last."""
     keep_checkpoints: int = 1
-    """How many recent checkpoints to keep on disk."""
+    """How many recent checkpoints to keep on disk (0 = all). Each checkpoint is fsynced before
+    it replaces the previous one, so one is enough to survive a crash or a power loss."""
     log_rollouts: bool = True
     """Write ``rollouts.jsonl``: per step and prompt the fresh rewards and, per localized parent,
     its reset step, fallback flag, ground-truth first error (tasks with a step judge) and suffix
@@ -313,6 +353,13 @@ class TrainConfig:
             )
         if self.diagnostics_every < 0:
             raise ValueError(f"diagnostics_every must be >= 0, got {self.diagnostics_every}")
+        check_run_name(self.name)
+        check_number("clip_eps", self.clip_eps, low=0, strict=True)
+        if self.clip_c is not None:
+            check_number("clip_c", self.clip_c, low=1, strict=True)
+        check_number("checkpoint_every", self.checkpoint_every, low=0, integer=True)
+        check_number("keep_checkpoints", self.keep_checkpoints, low=0, integer=True)
+        check_number("train_problems", self.train_problems, low=1, integer=True)
         if not (math.isfinite(self.kl_coef) and self.kl_coef >= 0):
             raise ValueError(f"kl_coef must be a finite number >= 0, got {self.kl_coef}")
         if self.data_file is not None and not self.data_file.strip():

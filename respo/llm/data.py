@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from respo.seeding import rng_for
-from respo.tasks.base import Problem
+from respo.tasks.base import Problem, input_lines
 
 
 def epoch_order(n: int, epoch: int, *, seed: int) -> np.ndarray:
@@ -52,28 +52,26 @@ def load_problems_jsonl(path: str | Path) -> list[Problem]:
     """Problems from a JSON-lines file with ``question`` and ``answer`` (and optional ``id``).
 
     A row that is not an object, lacks a field or has a non-string question/answer raises a
-    ValueError naming the file and the line number.
+    ValueError naming the file and the line number; so do a missing, empty, oversized or
+    non-UTF-8 file and a folder (``respo.tasks.base.input_lines``).
     """
     out: list[Problem] = []
     p = Path(path)
-    with p.open() as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{p}:{lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{where}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict) or "question" not in row or "answer" not in row:
-                raise ValueError(f"{where}: a row must be an object with 'question' and 'answer'")
-            answer = row["answer"]
-            if isinstance(answer, (int, float)) and not isinstance(answer, bool):
-                answer = str(answer)
-            try:
-                out.append(Problem(id=str(row.get("id", f"{p.stem}-{lineno}")),
-                                   question=row["question"], answer=answer,
-                                   meta={k: v for k, v in row.items() if k not in ("id", "question", "answer")}))
-            except ValueError as e:
-                raise ValueError(f"{where}: {e}") from None
+    for lineno, line in input_lines(p):  # checks the file (size, type) and decodes UTF-8
+        where = f"{p}:{lineno}"
+        try:
+            row = json.loads(line)
+        except (json.JSONDecodeError, RecursionError) as e:
+            raise ValueError(f"{where}: not valid JSON ({getattr(e, 'msg', type(e).__name__)})") from None
+        if not isinstance(row, dict) or "question" not in row or "answer" not in row:
+            raise ValueError(f"{where}: a row must be an object with 'question' and 'answer'")
+        answer = row["answer"]
+        if isinstance(answer, (int, float)) and not isinstance(answer, bool):
+            answer = str(answer)
+        try:
+            out.append(Problem(id=str(row.get("id", f"{p.stem}-{lineno}")),
+                               question=row["question"], answer=answer,
+                               meta={k: v for k, v in row.items() if k not in ("id", "question", "answer")}))
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
     return out

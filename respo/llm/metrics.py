@@ -54,16 +54,30 @@ def append_jsonl(path: str | Path, row: dict[str, Any]) -> None:
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """All rows of a JSONL file (an incomplete last line, from a crash mid-write, is dropped)."""
+    """All rows of a JSONL file of JSON objects.
+
+    Only a torn last line (a run killed mid-write) is dropped; any other line that is not a JSON
+    object raises ValueError naming the file and the line (a resume must not silently lose rows).
+    Blank lines are skipped.
+    """
     p = Path(path)
     if not p.exists():
         return []
+    lines = p.read_bytes().split(b"\n")
+    last = max((i for i, ln in enumerate(lines) if ln.strip()), default=-1)
     rows = []
-    for line in p.read_text().splitlines():
+    for i, raw in enumerate(lines):
+        if not raw.strip():
+            continue
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
+            row = json.loads(raw)
+        except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError too
+            if i == last:
+                break  # torn last line
+            raise ValueError(f"{p}:{i + 1}: corrupt line ({type(e).__name__}: {str(e)[:120]})") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{p}:{i + 1}: a row must be a JSON object, got {type(row).__name__}")
+        rows.append(row)
     return rows
 
 

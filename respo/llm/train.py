@@ -57,6 +57,7 @@ from respo.baselines import (
 )
 from respo.buffer import Buffer, Rngs, buffer_metrics, build_buffers
 from respo.llm.checkpoint import (
+    hold_run_lock,
     latest_checkpoint,
     load_checkpoint,
     load_checkpoint_distributed,
@@ -572,6 +573,8 @@ def train(
 
     start_step = 0
     run_path = Path(run_dir) if run_dir is not None else None
+    # Locked for this generator's life (refuses a second process on the folder; issue 16).
+    _run_lock = hold_run_lock(run_path) if run_path is not None and main else None
     cfg_dict = config_to_dict(cfg)
     if run_path is not None and main:
         _write_config(run_path, cfg_dict, resume=resume)

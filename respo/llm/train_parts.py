@@ -23,7 +23,7 @@ from respo.llm.config import TrainConfig
 from respo.llm.train import Parts
 from respo.resets import Chain, OracleLocalizer, UniformLocalizer
 from respo.seeding import int_seed_for, rng_for
-from respo.tasks.base import Problem
+from respo.tasks.base import Problem, guarded
 
 
 def build_task(name: str, *, data_file: str | None = None) -> Any:
@@ -224,10 +224,11 @@ def build_parts(cfg: TrainConfig, *, device: Any = "cpu") -> Parts:
     scfg = SampleConfig(max_new_tokens=s.max_response_tokens, temperature=s.temperature, top_p=s.top_p,
                         max_thought_tokens=s.max_thought_tokens, max_thoughts=s.max_thoughts,
                         delimiter=s.delimiter, prompt_variant=s.prompt_variant)
+    task = guarded(task)  # one response whose scoring fails scores 0 (reward/failures), the run goes on
     sampler = LMSampler(backend, tok, task, cfg=scfg)
     kind = cfg.variant_row.localizer
     localizer: Any = None
-    sources = [sampler.pop_stats]
+    sources = [sampler.pop_stats, task.pop_stats]
     if engine is not None:
         sources.append(backend.pop_stats)  # vllm/* engine counters
     judge = None

@@ -1,6 +1,8 @@
 """Worker process for ``respo.tasks.math``: reads JSON requests on stdin, answers on stdout.
 
-Request: ``{"gold": str, "pred": str}`` (or ``{"parse": str}``: does a reference parse?); answer: ``{"ok": bool}`` or ``{"error": str}``.
+Request: ``{"gold": str, "pred": str}`` (or ``{"parse": str}``: does a reference parse?; with
+``"decimal": "exact"`` the decimal ``pred`` must equal a rational ``gold`` exactly); answer:
+``{"ok": bool}`` or ``{"error": str}``.
 math-verify's own signal-based timeouts are disabled (``None``); the parent bounds the wall
 clock and kills this process when a comparison runs too long (e.g. ``10^{10^{10^{10}}}``).
 Its address space is capped so a runaway computation cannot take the machine's memory.
@@ -47,6 +49,15 @@ def _main() -> None:
                 out.flush()
                 continue
             g = parse_gold(req["gold"])
+            if req.get("decimal") == "exact":  # a decimal answer counts only for a rational reference
+                import sympy
+
+                value = sympy.Rational(req["pred"])
+                exact = [sympy.simplify(x) for x in g if isinstance(x, sympy.Basic) and x.is_number]
+                ok = any(x.is_Rational and x == value for x in exact)
+                out.write(json.dumps({"ok": bool(ok)}) + "\n")
+                out.flush()
+                continue
             p = parse_pred(req["pred"])
             ok = bool(g) and bool(p) and bool(verify(g, p, timeout_seconds=None))
             out.write(json.dumps({"ok": ok}) + "\n")

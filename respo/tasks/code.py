@@ -9,7 +9,8 @@ passed, so evaluate with ``CodeTask(tests_key="heldout_tests")``.
 
 The program is the last fenced code block of the response (```` ```python ```` preferred). All
 tests of one response run in one sandboxed process (``respo.tasks.sandbox``), each in a fresh
-namespace with its own time limit; the program never sees expected outputs. Output comparison
+namespace with its own time limit; the program never sees expected outputs, and sees no host file
+but the interpreter and its standard library (no site-packages: e.g. no numpy). Output comparison
 (stdin tests) ignores trailing whitespace per line and trailing blank lines, and accepts tokens
 that are numerically equal (as LiveCodeBench's checker does).
 
@@ -20,6 +21,7 @@ them sequentially in one process (a fresh namespace each) for speed.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -47,9 +49,12 @@ def extract_code(response: str) -> str | None:
 def _tokens_equal(a: str, b: str) -> bool:
     if a == b:
         return True
+    if len(a) > 4000 or len(b) > 4000:  # numbers that long are compared as text only
+        return False
     try:
-        return Decimal(a) == Decimal(b)
-    except (InvalidOperation, ValueError):
+        x, y = Decimal(a), Decimal(b)
+        return x.is_finite() and y.is_finite() and x == y
+    except (InvalidOperation, ValueError, OverflowError):
         return False
 
 
@@ -68,11 +73,23 @@ def stdout_matches(got: str, expected: str) -> bool:
     return True
 
 
+def _num_equal(a: int | float, b: int | float) -> bool:
+    if isinstance(a, int) and isinstance(b, int):
+        return a == b  # exact, however large
+    try:
+        fa, fb = float(a), float(b)
+    except OverflowError:  # an int beyond the float range never equals a float answer
+        return False
+    if not (math.isfinite(fa) and math.isfinite(fb)):
+        return fa == fb
+    return abs(fa - fb) <= 1e-9 * max(1.0, abs(fb))
+
+
 def _json_equal(a: Any, b: Any) -> bool:
     if isinstance(a, bool) or isinstance(b, bool):
         return bool(a == b)
     if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return bool(abs(a - b) <= 1e-9 * max(1.0, abs(b)))
+        return _num_equal(a, b)
     if isinstance(a, list) and isinstance(b, list):
         return len(a) == len(b) and all(_json_equal(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, dict) and isinstance(b, dict):
@@ -81,9 +98,11 @@ def _json_equal(a: Any, b: Any) -> bool:
 
 
 def functional_matches(got: str, expected: str) -> bool:
+    """JSON values equal (numbers within 1e-9 relative); anything that does not parse or compare
+    (a nesting too deep, an integer too long, a number out of range) is a mismatch."""
     try:
         return _json_equal(json.loads(got), json.loads(expected))
-    except (json.JSONDecodeError, TypeError):
+    except (ValueError, TypeError, RecursionError, OverflowError, MemoryError):
         return False
 
 
@@ -119,13 +138,15 @@ def run_tests(code: str, tests: Sequence[Mapping[str, Any]], *, fn_name: str | N
     statuses = ["missing"] * len(tests)
     outs: list[str | None] = [None] * len(tests)
     for line in res.files.get("results.jsonl", b"").decode("utf-8", "replace").splitlines():
-        try:
+        try:  # the program may have written anything here: 1e999, deep nesting, huge ints, ...
             row = json.loads(line)
-            i = int(row["i"])
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            i, status, out = row["i"], row.get("status"), row.get("out", "")
+            if type(i) is not int or not isinstance(status, str) or not isinstance(out, str):
+                raise TypeError("malformed result row")
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError, OverflowError, MemoryError):
             continue  # a line the program corrupted counts as a missing result
         if 0 <= i < len(tests) and statuses[i] == "missing":
-            statuses[i], outs[i] = str(row.get("status")), str(row.get("out", ""))
+            statuses[i], outs[i] = status, out
     cmp = stdout_matches if mode == "stdin" else functional_matches
     passed = 0
     for k, (t, st, out) in enumerate(zip(tests, statuses, outs, strict=True)):

@@ -13,8 +13,25 @@ about 1-3 s, which is not charged to ``timeout_s``.) Inputs are guarded before t
 linear scan and capped at ``MAX_BOXED_LEN`` characters. Every timeout, worker error and missing
 box is counted in ``MathVerifier.stats`` (P9: nothing is swallowed silently).
 
-Deviations: the paper's code scores with its own math grader inside verl; we use math-verify,
-which also accepts e.g. ``50`` for a reference of ``50\\%``.
+Rules on top of math-verify (decided deliberately, applied in the parent before it asks the
+worker; each use is counted in ``stats``):
+
+- **Relations.** A boxed relation ``a = b = ... = v`` (a top-level ``=``, when the reference has
+  none) is accepted only if every side that is not a plain name (``x``, ``a_1``, ``\\theta``) is
+  itself equivalent to the reference: ``x = 5`` and ``2+2 = 4`` pass for 4 resp. 5, ``6 = 5`` does
+  not pass for 5 (math-verify alone scores the last right-hand side). A relation made of names
+  only scores 0. ``<=``, ``>=``, ``!=`` are left to math-verify.
+- **Percentages.** A predicted ``p\\%`` means ``p/100`` when the reference has no percent sign:
+  ``50\\%`` passes for 0.5 and ``5\\%`` does not pass for 5 (math-verify accepts both readings).
+  A reference ``p\\%`` accepts ``p\\%``, ``p/100`` and the bare ``p`` (the usual reading of "what
+  percent ..."; a deviation from strictness kept on purpose).
+- **Decimals.** A predicted decimal literal (``0.75``, ``12.0``) passes only for a reference that
+  is a rational number of exactly that value: ``0.75`` for ``\\frac{3}{4}``, but no decimal for
+  ``\\sqrt{2}``, ``\\pi`` or ``\\frac{1}{3}`` (math-verify accepts 7-8 correct digits). A decimal
+  reference is compared as math-verify does.
+
+Deviations: the paper's code scores with its own math grader inside verl; we use math-verify with
+the rules above.
 """
 
 from __future__ import annotations
@@ -22,6 +39,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import re
 import select
 import subprocess
 import sys
@@ -40,6 +58,28 @@ def _norm(s: str) -> str:
     for a, b in (("\\dfrac", "\\frac"), ("\\tfrac", "\\frac"), ("\\left", ""), ("\\right", ""), ("$", "")):
         s = s.replace(a, b)
     return s
+
+
+_NAME = re.compile(r"\s*(?:[A-Za-z](?:_\{?[A-Za-z0-9]+\}?)?|\\[A-Za-z]+)\s*")
+_DECIMAL = re.compile(r"\s*[-+]?\d*\.\d+\s*")
+_PERCENT = re.compile(r"\s*(.+?)\s*\\?%\s*", re.S)
+
+
+def relation_sides(text: str) -> list[str]:
+    """``text`` split at its top-level ``=`` signs (outside braces, brackets and parentheses);
+    one element when there is none or when it holds ``<=``, ``>=`` or ``!=``."""
+    if any(op in text for op in ("<=", ">=", "!=")):
+        return [text]
+    sides, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        if ch in "{([":
+            depth += 1
+        elif ch in "})]":
+            depth -= 1
+        elif ch == "=" and depth == 0:
+            sides.append(text[start:i])
+            start = i + 1
+    return [*sides, text[start:]]
 
 
 class MathVerifier:
@@ -111,6 +151,18 @@ class MathVerifier:
         if _norm(gold) == _norm(pred):
             self.stats["exact"] += 1
             return True
+        sides = relation_sides(pred)
+        if len(sides) > 1 and len(relation_sides(gold)) == 1:
+            self.stats["rule:relation"] += 1
+            values = [side for side in sides if not _NAME.fullmatch(side)]
+            return bool(values) and all(self.equivalent(gold, side) for side in values)
+        pct = _PERCENT.fullmatch(pred)
+        if pct is not None and "%" not in gold:
+            self.stats["rule:percent"] += 1
+            pred = f"\\frac{{{pct.group(1)}}}{{100}}"
+        if _DECIMAL.fullmatch(pred) and not _DECIMAL.fullmatch(gold):
+            self.stats["rule:decimal"] += 1
+            return self._ask({"gold": gold, "pred": pred.strip(), "decimal": "exact"})
         return self._ask({"gold": gold, "pred": pred})
 
     def parses(self, gold: str) -> bool:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from respo.seeding import rng_for
-from respo.tasks.base import Problem
+from respo.tasks.base import Problem, input_lines
 from respo.tasks.registry import (
     BENCHMARKS,
     LCB_SCOPES,
@@ -106,13 +106,16 @@ def dumps_jsonl(problems: Iterable[Problem]) -> bytes:
 def read_problems(path: str | Path) -> list[Problem]:
     """Prepared problems back from a JSONL file written by ``dumps_jsonl``."""
     out = []
-    for lineno, line in enumerate(Path(path).read_text().splitlines(), 1):
-        if line.strip():
+    for lineno, line in input_lines(path):
+        try:
             row = json.loads(line)
-            try:
-                out.append(Problem(str(row.pop("id")), row.pop("question"), row.pop("answer"), row))
-            except (KeyError, ValueError) as e:
-                raise ValueError(f"{path}:{lineno}: {e}") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"a row must be a JSON object, got {type(row).__name__}")
+            out.append(Problem(str(row.pop("id")), row.pop("question"), row.pop("answer"), row))
+        except KeyError as e:
+            raise ValueError(f"{path}:{lineno}: missing field {e.args[0]!r}") from None
+        except (ValueError, RecursionError) as e:
+            raise ValueError(f"{path}:{lineno}: {e}") from None
     return out
 
 

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from respo.tasks.base import Problem
+from respo.tasks.base import Problem, check_input_file, input_lines
 from respo.tasks.extract import last_boxed
 
 
@@ -201,8 +201,13 @@ def convert_numina(row: Row, index: int) -> Problem:
     return Problem(f"olympiads-{index}", q, ans, {"source": "olympiads"})
 
 
+MAX_TESTS_BYTES = 64 << 20
+"""Largest decompressed private-test blob of one LiveCodeBench row (larger: ``tests_too_large``)."""
+
+
 def decode_private_tests(value: Any) -> list[Row]:
-    """LiveCodeBench private tests: a JSON list, or base64(zlib(pickle(json string)))."""
+    """LiveCodeBench private tests: a JSON list, or base64(zlib(pickle(json string))), at most
+    ``MAX_TESTS_BYTES`` decompressed."""
     if isinstance(value, list):
         return value
     if not isinstance(value, str):
@@ -213,10 +218,20 @@ def decode_private_tests(value: Any) -> list[Row]:
         out = json.loads(value)
         if isinstance(out, list):
             return out
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         pass
     try:
-        raw = zlib.decompress(base64.b64decode(value))
+        packed = base64.b64decode(value)
+    except ValueError as e:
+        raise BadRow("undecodable_tests", type(e).__name__) from None
+    inflate = zlib.decompressobj()
+    try:
+        raw = inflate.decompress(packed, MAX_TESTS_BYTES)
+    except zlib.error as e:
+        raise BadRow("undecodable_tests", type(e).__name__) from None
+    if inflate.unconsumed_tail:  # a compression bomb (the audit's: 1.4 MB -> 2.1 GB)
+        raise BadRow("tests_too_large", f"over {MAX_TESTS_BYTES} bytes decompressed")
+    try:
         text = _SafeUnpickler(io.BytesIO(raw)).load()
         out = json.loads(text) if isinstance(text, (str, bytes)) else text
     except Exception as e:  # any decoding failure is a bad row, reported by reason
@@ -414,26 +429,36 @@ def source(name: str) -> Source:
 def read_local(path: str | Path) -> Iterator[Row]:
     """Rows of a local file in a hub format: ``.jsonl``, ``.json`` (a list) or ``.parquet``."""
     p = Path(path)
+    if p.suffix in (".jsonl", ".json", ".parquet"):
+        check_input_file(p)
     if p.suffix == ".jsonl":
-        with p.open() as f:
-            for lineno, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError as e:
-                        raise ValueError(f"{p}:{lineno}: not valid JSON ({e.msg})") from None
-                    if not isinstance(row, dict):
-                        raise ValueError(f"{p}:{lineno}: a row must be a JSON object")
-                    yield row
+        for lineno, line in input_lines(p):
+            try:
+                row = json.loads(line)
+            except (json.JSONDecodeError, RecursionError) as e:
+                raise ValueError(f"{p}:{lineno}: not valid JSON ({getattr(e, 'msg', type(e).__name__)})") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{p}:{lineno}: a row must be a JSON object")
+            yield row
     elif p.suffix == ".json":
-        data = json.loads(p.read_text())
+        try:
+            data = json.loads(p.read_bytes().decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+            raise ValueError(f"{p}: not a UTF-8 JSON file ({type(e).__name__}: {str(e)[:120]})") from None
         if not isinstance(data, list):
             raise ValueError(f"{p}: expected a JSON list of rows")
+        if not all(isinstance(r, dict) for r in data):
+            raise ValueError(f"{p}: every row of the JSON list must be an object")
         yield from data
     elif p.suffix == ".parquet":
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        yield from pq.read_table(p).to_pylist()
+        try:
+            table = pq.read_table(p)
+        except (pa.ArrowException, OSError) as e:
+            raise ValueError(f"{p}: not a readable parquet file ({str(e)[:160]})") from None
+        yield from table.to_pylist()
     else:
         raise ValueError(f"{p}: unsupported file type (use .jsonl, .json or .parquet)")
 
