@@ -365,6 +365,11 @@ def reset_grpo_config(rollout: ResetRollout, **kw: Any) -> Any:
     from trl import GRPOConfig
 
     check_trl_version()
+    fields = GRPOConfig.__dataclass_fields__
+    if "activation_checkpointing" in fields and "gradient_checkpointing" not in kw:
+        # transformers >= 5.2x renamed the field; TRL still sets the old one (default True),
+        # which warns. Keep TRL's default under the new name.
+        kw = {"gradient_checkpointing": None, "activation_checkpointing": True, **kw}
     args = GRPOConfig(**{**_grpo_settings(rollout), **kw})
     check_grpo_config(args, rollout)
     return args
