@@ -9,6 +9,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 VLLM_LANE = Path(sys.prefix) / "vllm-lane"
 if VLLM_LANE.is_dir():
     sys.path.append(str(VLLM_LANE))
+    # The lane holds vLLM's pure-Python types only (no engine, no compiled parts): TRL must not
+    # take it for a usable vLLM (its GRPO trainer then imports vLLM's engine and fails).
+    try:
+        import trl.import_utils as _trl_import_utils
+    except ImportError:  # TRL is optional
+        pass
+    else:
+        _trl_import_utils.is_vllm_available = lambda *args, **kwargs: False
 
 
 @pytest.fixture(scope="module")
