@@ -109,3 +109,19 @@ def tokenizer() -> Any:
 @pytest.fixture
 def lm() -> Any:
     return copy.deepcopy(tiny_lm(0))
+
+
+def full_and_killed_metrics(cfg: Any, tmp_path: Any) -> tuple[list[dict], list[dict]]:
+    """Metrics of one uninterrupted run of ``cfg`` and of one killed after its first step and
+    resumed (the real parts, ``build_parts``), without wall-clock keys: equal for an exact resume."""
+    from respo.llm.metrics import read_jsonl, without_wall_clock
+    from respo.llm.train import train
+    from respo.llm.train_parts import build_parts
+
+    list(train(cfg, build_parts(cfg), run_dir=tmp_path / "full"))
+    gen = train(cfg, build_parts(cfg), run_dir=tmp_path / "cut")
+    next(gen)
+    gen.close()
+    list(train(cfg, build_parts(cfg), run_dir=tmp_path / "cut", resume=True))
+    return ([without_wall_clock(r) for r in read_jsonl(tmp_path / "full" / "metrics.jsonl")],
+            [without_wall_clock(r) for r in read_jsonl(tmp_path / "cut" / "metrics.jsonl")])

@@ -8,9 +8,9 @@ import math
 
 import pytest
 import torch
+from llm_fixtures import full_and_killed_metrics
 
 from respo.llm.config import EvalConfig
-from respo.llm.metrics import read_jsonl, without_wall_clock
 from respo.llm.train import train
 
 
@@ -33,16 +33,7 @@ def _cfg(variant: str = "srpo", **kw):
 
 @pytest.mark.parametrize("variant", ["srpo", "oracle"])
 def test_killed_coverage_run_resumes_exactly(tmp_path, variant):
-    from respo.llm.train_parts import build_parts
-
-    cfg = _cfg(variant)
-    list(train(cfg, build_parts(cfg), run_dir=tmp_path / "full"))
-    gen = train(cfg, build_parts(cfg), run_dir=tmp_path / "cut")
-    next(gen)
-    gen.close()
-    list(train(cfg, build_parts(cfg), run_dir=tmp_path / "cut", resume=True))
-    a = [without_wall_clock(r) for r in read_jsonl(tmp_path / "full" / "metrics.jsonl")]
-    b = [without_wall_clock(r) for r in read_jsonl(tmp_path / "cut" / "metrics.jsonl")]
+    a, b = full_and_killed_metrics(_cfg(variant), tmp_path)
     assert len(a) == 3 and a == b
     # The coverage measurement is there, before training and after every step, as shares.
     assert 0.0 <= a[0]["eval0/cov_improvable"] <= 1.0 and 0.0 <= a[0]["eval0/cov_first_error"] <= 1.0

@@ -6,7 +6,7 @@ import copy
 
 import pytest
 import torch
-from llm_fixtures import tiny_lm
+from llm_fixtures import full_and_killed_metrics, tiny_lm
 from llm_train_fakes import fake_parts
 
 from respo.llm.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -122,19 +122,11 @@ def test_resume_is_exact_with_the_real_sampler(tmp_path):
     import dataclasses
 
     from respo.commands.train import load_presets
-    from respo.llm.train_parts import build_parts
-
     presets = load_presets()
     base = presets.get_preset("tiny-smoke")
     cfg = dataclasses.replace(base, steps=3, prompts_per_step=1, sampling=dataclasses.replace(
         base.sampling, max_response_tokens=24, max_thought_tokens=8))
-    list(train(cfg, build_parts(cfg), run_dir=tmp_path / "full"))
-    gen = train(cfg, build_parts(cfg), run_dir=tmp_path / "cut")
-    next(gen)
-    gen.close()
-    list(train(cfg, build_parts(cfg), run_dir=tmp_path / "cut", resume=True))
-    a = [without_wall_clock(r) for r in read_jsonl(tmp_path / "full" / "metrics.jsonl")]
-    b = [without_wall_clock(r) for r in read_jsonl(tmp_path / "cut" / "metrics.jsonl")]
+    a, b = full_and_killed_metrics(cfg, tmp_path)
     assert len(a) == 3 and a == b
 
 
