@@ -209,6 +209,9 @@ class CoverageSuite:
     arms: tuple[str, ...]
     base: str = "cpu-coverage"
     overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    only: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    """Setting -> the arms run there, where not all of ``arms`` are (e.g. the main job's GRPO
+    learning curve on a second setting)."""
     token_matched_prompts: dict[str, int] = dataclasses.field(default_factory=dict)
     """Setting -> prompts per step of the ``grpo-tok`` arm (16 x SRPO's generated tokens per
     step / GRPO's, rounded; measured in the validation pilot, experiments/LOG.md)."""
@@ -224,8 +227,9 @@ COVERAGE_SUITES: dict[str, CoverageSuite] = {
         token_matched_prompts={"p03": 21, "p10": 20, "p30": 20, "p50": 20}),
     "coverage-quick": CoverageSuite(
         "The main job's comparison: GRPO, RRPO, SRPO and the oracle reset on the setting with the "
-        "rarest improvable states (p03), 3 paired seeds, 24 steps.",
-        (0, 1, 2), 24, ("p03",), ("grpo", "rrpo", "srpo", "oracle")),
+        "rarest improvable states (p03, where the reset methods' edge is largest), and GRPO's "
+        "learning curve on p50 (where it rises most), 3 paired seeds, 24 steps.",
+        (0, 1, 2), 24, ("p03", "p50"), ("grpo", "rrpo", "srpo", "oracle"), only={"p50": ("grpo",)}),
     "coverage-val": CoverageSuite(
         "Tuning on the validation split (training side of the hash partition, disjoint from the "
         "training problems): GRPO at p30 with learning rates 3e-5 ... 1e-3 and 1 or 4 "
@@ -265,6 +269,8 @@ def coverage_runs(name: str, *, seeds: tuple[int, ...] | None = None, steps: int
         for st in settings:
             task = f"arithmetic-hard:{COVERAGE_SETTINGS[st]:g}"
             for arm in arms:
+                if arm not in suite.only.get(st, arms):
+                    continue
                 kw: dict[str, Any] = dict(ARMS[arm], task=task)
                 if arm == "grpo-tok":
                     n = suite.token_matched_prompts.get(st, base.prompts_per_step)

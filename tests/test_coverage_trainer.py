@@ -117,3 +117,6 @@ def test_coverage_suites_are_paired_seed_major_and_tuned_on_validation():
     assert {r.cfg.optim.lr for r in tune} >= {1e-4, 3e-4}
     with pytest.raises(ValueError, match="unknown suite"):
         presets.suite_runs("coverage-typo")
+    quick = presets.suite_runs("coverage-quick")
+    assert {(r.setting, r.arm) for r in quick if r.setting == "p50"} == {("p50", "grpo")}
+    assert {r.arm for r in quick if r.setting == "p03"} == {"grpo", "rrpo", "srpo", "oracle"}

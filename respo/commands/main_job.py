@@ -7,7 +7,8 @@ Two stages, each printing its wall time:
    run results under ``experiments/results/cpu_track/full``).
 2. ``respo cpu-track --suite coverage-quick --jobs 2 --threads 1``: GRPO, RRPO, SRPO
    (confidence self-localizer) and the oracle reset on the coverage testbed's setting with the
-   rarest improvable states, 3 paired seeds x 40 steps, two runs at a time, starting from the
+   rarest improvable states (p03), and GRPO alone on p50 (where its learning curve rises most),
+   3 paired seeds x 24 steps, two runs at a time, starting from the
    shipped warm-up model ``sft-warmup-hard`` (trained first if it is missing). Runs, figures and
    the results table go to ``runs/cpu_track/coverage-quick/``; the table is printed. Interrupted?
    Run the same command again: finished runs are skipped, the others resume from checkpoints.
