@@ -350,7 +350,10 @@ def test_two_srpo_steps_on_smollm2(tmp_path: Path) -> None:
     from respo.llm.models import load_smollm2
     from respo.tasks.catalog import make_task
 
-    task = make_task("arithmetic")
+    # Two-term addition, where SmolLM2 is right 12-22% of the time with the chat prompt: on the
+    # character-level arithmetic chains it scores 0 everywhere, all advantages are 0 and nothing
+    # would move.
+    task = make_task("basic-arithmetic-add")
     problems = task.problems(4, seed=0, split="train")
     model, tok = load_smollm2()
     cfg = ResetConfig(variant="srpo", sample=SampleConfig(
