@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,13 +21,6 @@ from respo.llm.train import NonFiniteLossError, _collate, _logp, train
 from respo.llm.types import TokenState
 from respo.resets import Chain
 from respo.variants import VARIANTS
-
-if "experiments_presets" not in sys.modules:  # experiments/ is not a package: load the file
-    _spec = importlib.util.spec_from_file_location(
-        "experiments_presets", Path(__file__).resolve().parents[1] / "experiments" / "presets.py")
-    sys.modules["experiments_presets"] = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(sys.modules["experiments_presets"])
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -220,7 +210,7 @@ def test_problems_fixture_is_deterministic():
 # -- the real generation stack (LMSampler over the tiny model, the arithmetic task) ---------------
 
 def _tiny_real(variant: str, **kw) -> TrainConfig:
-    from experiments_presets import get_preset
+    from respo.presets import get_preset
 
     base = get_preset("tiny-smoke")
     sampling = dataclasses.replace(base.sampling, max_response_tokens=24, max_thought_tokens=8,

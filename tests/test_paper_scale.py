@@ -27,9 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 LAUNCH = ROOT / "experiments" / "launch"
 sys.path.insert(0, str(ROOT / "experiments"))
 
-import paper_presets as pp  # noqa: E402
-
 from respo.llm.config import TrainConfig, config_from_dict, config_to_dict  # noqa: E402
+from respo.presets import paper as pp  # noqa: E402
 
 
 def _load_reproduce() -> ModuleType:
@@ -248,7 +247,7 @@ def test_reproduce_refuses_to_train_when_a_paper_preset_is_missing(
     bare = types.SimpleNamespace(PRESETS={k: v for k, v in tr.load_presets().PRESETS.items()
                                           if k not in pp.PAPER_PRESETS})
     monkeypatch.setattr(tr, "load_presets", lambda: bare)
-    with pytest.raises(SystemExit, match="merge experiments/paper_presets.py"):
+    with pytest.raises(SystemExit, match="merge respo/presets/paper.py"):
         reproduce.main(["train", "--runs-dir", str(tmp_path)])
 
 

@@ -27,10 +27,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "experiments"))
 
-import paper_presets as pp  # noqa: E402
 from vllm_fakes import FAKE_TYPES, FakeLLM  # noqa: E402
 
 from respo.llm.config import TrainConfig  # noqa: E402
+from respo.presets import paper as pp  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

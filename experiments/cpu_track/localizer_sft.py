@@ -105,7 +105,7 @@ WARMUP = "experiments/results/cpu_track/warmup/sft-725a97604225e143"
 
 ROLLOUT = SampleConfig(max_new_tokens=128, temperature=1.0, top_p=1.0, max_thought_tokens=16,
                        max_thoughts=10, delimiter="\n", prompt_variant="bare")
-"""The ``cpu-synthetic`` preset's rollout sampling (``experiments/presets.py``, copied here so
+"""The ``cpu-synthetic`` preset's rollout sampling (``respo/presets/__init__.py``, copied here so
 this script does not import a preset file that may be edited while it runs)."""
 
 REPLY_STYLES = ("resolve", "boxed")

@@ -25,7 +25,7 @@ Stages, run in this order whatever order they are named in (``all`` = every stag
 
 Commands are printed shell-quoted before they run (``--dry-run`` prints them and runs nothing;
 notes start with ``#``). They run from the repository root, and relative paths given here are
-taken from it. Needs ``PAPER_PRESETS`` merged into ``experiments/presets.py`` to
+taken from it. Needs ``PAPER_PRESETS`` merged into ``respo.presets.PRESETS`` to
 train (checked before the first run).
 """
 
@@ -46,7 +46,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "experiments"))
 
-from paper_presets import (  # noqa: E402
+from respo.llm.metrics import read_jsonl  # noqa: E402
+from respo.presets.paper import (  # noqa: E402
     MAIN_VARIANTS,
     MODELS,
     PAPER_SAMPLING,
@@ -59,8 +60,6 @@ from paper_presets import (  # noqa: E402
     PaperRun,
     paper_runs,
 )
-
-from respo.llm.metrics import read_jsonl  # noqa: E402
 
 LAUNCH = ROOT / "experiments" / "launch" / "single_node.sh"
 STAGES = ("prepare", "train", "eval", "curves", "tables")
@@ -120,7 +119,7 @@ def run_state(runs_dir: Path, run: PaperRun) -> str:
 def train_command(run: PaperRun, runs_dir: Path, *, resume: bool, data: Path | None = None) -> list[str]:
     """``single_node.sh`` for one run; ``data`` (the ``respo prepare`` folder), when it is not the
     presets' ``DATA_DIR`` under the repository root, sets ``--data-file``."""
-    from paper_presets import DATA_DIR
+    from respo.presets.paper import DATA_DIR
 
     cmd = ["bash", str(LAUNCH.relative_to(ROOT)), run.preset, str(run.gpus), *run.train_args()[2:],
            "--runs-dir", str(runs_dir)]
@@ -193,8 +192,8 @@ def stage_train(args: argparse.Namespace, run: Runner) -> None:
 
     missing = sorted({r.preset for r in runs} - set(load_presets().PRESETS))
     if missing:
-        msg = (f"{len(missing)} paper presets are not in experiments/presets.py yet (e.g. {missing[0]}): "
-               "merge experiments/paper_presets.py::PAPER_PRESETS into PRESETS")
+        msg = (f"{len(missing)} paper presets are not in respo/presets/__init__.py (PRESETS) (e.g. {missing[0]}): "
+               "merge respo/presets/paper.py::PAPER_PRESETS into PRESETS")
         if not run.dry:
             raise SystemExit(f"reproduce: {msg}")
         run.note(msg)

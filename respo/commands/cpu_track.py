@@ -5,7 +5,7 @@
     respo cpu-track --suite full --tags main --seeds 0 1 2 3 4 --steps 40
     respo cpu-track --suite full --export experiments/results/cpu_track/full   # commit-ready copy
 
-A suite (``experiments/presets.py``: ``SUITES``, ``suite_runs``) is a list of ``TrainConfig`` runs
+A suite (``respo/presets/__init__.py``: ``SUITES``, ``suite_runs``) is a list of ``TrainConfig`` runs
 that share the supervised warm-up model (``sft-warmup``, trained once and cached) and the held-out
 set. Runs go to ``<runs-dir>/<suite>/<run>/`` (``experiments/notes/run-format.md``). The runner is
 resumable at two levels: a finished run (its last metrics line and final checkpoint on disk) is
@@ -37,7 +37,7 @@ class Args:
     """Run a CPU-track suite (GRPO / RRPO / SRPO / oracle reset) and make its figures."""
 
     suite: str = "quick"
-    """Suite name (experiments/presets.py SUITES): quick or full."""
+    """Suite name (respo.presets SUITES): quick or full."""
     runs_dir: Path = Path("runs/cpu_track")
     """Runs go to <runs-dir>/<suite>/<run>/."""
     seeds: Annotated[tuple[int, ...], tyro.conf.arg(metavar="SEED ...")] = ()

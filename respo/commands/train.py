@@ -13,7 +13,6 @@ talks to TensorBoard / wandb; the loop itself is ``respo.llm.train.train``.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -23,22 +22,15 @@ import tyro
 
 from respo.llm.config import TrainConfig
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 def load_presets() -> ModuleType:
-    """``experiments/presets.py`` of this checkout (the presets are experiment files, not library)."""
-    path = REPO / "experiments" / "presets.py"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: respo train needs a source checkout for presets")
-    spec = importlib.util.spec_from_file_location("respo_experiment_presets", path)
-    assert spec is not None and spec.loader is not None
-    if "respo_experiment_presets" in sys.modules:
-        return sys.modules["respo_experiment_presets"]
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["respo_experiment_presets"] = mod  # dataclasses there look their module up
-    spec.loader.exec_module(mod)
-    return mod
+    """The preset table, ``respo.presets`` (``PRESETS``, ``get_preset``, the CPU-track suites).
+
+    A function, not a module-level import, so that tests can swap the table.
+    """
+    import respo.presets
+
+    return respo.presets
 
 
 @dataclasses.dataclass(frozen=True)

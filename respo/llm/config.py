@@ -3,7 +3,7 @@
 ``TrainConfig`` holds everything one run needs; nested ``ModelConfig``, ``SamplingConfig``,
 ``OptimConfig`` and ``EvalConfig`` group related knobs (``--model.name``, ``--optim.lr`` on the
 command line, through tyro). Derived values are ``@property``; nothing is mutated after
-construction. Named presets live in ``experiments/presets.py``. Every run writes ``config.json``
+construction. Named presets live in ``respo.presets``. Every run writes ``config.json``
 (``config_to_dict``) and a resumed run reads it back (``config_from_dict``).
 
 Defaults follow the paper's setup (``method.md`` section 6) where a default is meaningful at

@@ -1,7 +1,7 @@
 """Paper-scale presets: OLMo-3-7B-Instruct and Qwen2.5-14B-Instruct, every variant, math and code.
 
 ``PAPER_PRESETS`` maps ``paper-<model>-<task>-<variant>`` to ``(description, TrainConfig)``, in
-the format of ``experiments/presets.py::PRESETS`` (into which it is merged), with the values of
+the format of ``respo.presets.PRESETS`` (into which it is merged), with the values of
 the paper (arXiv 2605.25507):
 
 - LoRA rank 64, alpha 64, on all linear layers (``ModelConfig.lora_*``); bf16 autocast and

@@ -3,14 +3,12 @@
 Every field not set here keeps the ``TrainConfig`` default (the paper's value where one exists);
 command-line flags override any field (``respo train --preset tiny-smoke --variant grpo``).
 Paper-scale presets (OLMo-3-7B / Qwen2.5-14B, LoRA 64, 32 x 8 rollouts, every variant, math and
-code) live in ``experiments/paper_presets.py`` and are merged in below.
+code) live in ``respo.presets.paper`` and are merged in below.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import sys
-from pathlib import Path
 from typing import Any
 
 from respo.llm.config import EvalConfig, ModelConfig, OptimConfig, SamplingConfig, TrainConfig
@@ -90,8 +88,7 @@ PRESETS: dict[str, tuple[str, TrainConfig]] = {
     ),
 }
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # experiments/ is not a package
-from paper_presets import PAPER_PRESETS  # noqa: E402
+from respo.presets.paper import PAPER_PRESETS  # noqa: E402
 
 PRESETS.update(PAPER_PRESETS)
 
