@@ -47,6 +47,15 @@ def test_killed_and_resumed_run_logs_the_same_metrics(tmp_path, variant):
     assert a == b
 
 
+def test_checkpoint_time_reaches_the_next_metrics_line(tmp_path):
+    cfg = _cfg("srpo", checkpoint_every=2)  # checkpoints after steps 1 and 2 (the last)
+    list(train(cfg, fake_parts(tiny_lm(0), cfg.variant_row.localizer), run_dir=tmp_path))
+    lines = read_jsonl(tmp_path / "metrics.jsonl")
+    assert ["time/prev_checkpoint" in r for r in lines] == [False, False, True]
+    assert lines[2]["time/prev_checkpoint"] > 0
+    assert all("time/checkpoint" not in r for r in lines)
+
+
 def test_resume_drops_metric_lines_written_after_the_checkpoint(tmp_path):
     cfg = _cfg("rrpo", steps=3, checkpoint_every=2, keep_checkpoints=2)
     list(train(cfg, fake_parts(tiny_lm(0), "uniform"), run_dir=tmp_path / "full"))

@@ -606,6 +606,7 @@ def train(
             ev = parts.evaluate(policy, list(parts.eval_problems)[: cfg.eval.problems])
             eval0 = {f"eval0/{k}": float(v) for k, v in ev.items()}
         acc.wait_for_everyone()
+    prev_checkpoint_s: float | None = None  # written after the previous step's metrics line
     for step in range(start_step, cfg.steps):
         t_step = time.perf_counter()
         idx = step_indices(n_train, step, cfg.prompts_per_step, seed=cfg.seed)
@@ -798,10 +799,11 @@ def train(
             sum(n_new_tokens(c) for b in buffers for c in b.generated),
             sum(len(b.generated) for b in buffers),
             sum(n_new_tokens(c) for b in buffers for c in b.speculative),
+            sum(len(b.speculative) for b in buffers),
             *popped.values(),
         ], dtype=torch.float64, device=device)
         counts = _all_reduce(local_counts, "sum")
-        popped = {k: float(v) for k, v in zip(popped, counts[5:].tolist(), strict=True)}
+        popped = {k: float(v) for k, v in zip(popped, counts[6:].tolist(), strict=True)}
         skeletons = [_skeleton(b) for b in buffers]
         fresh_gen = [c.reward for b in buffers for c in b.generated if c.prefix_len == 0]
         records = rollout_records(buffers, probs, parts.judge)
@@ -841,10 +843,15 @@ def train(
             "tokens/trained": float(counts[1]),
             "tokens/generated": float(counts[2]),
             "tokens/generated_chains": float(counts[3]),
-            "tokens/localization": popped.get("localize/tokens", 0.0),
+            "tokens/localization": popped.pop("localize/tokens", 0.0),
         })
+        # one name per number: the sampler's totals are tokens/generated + tokens/speculative (and
+        # the same for chains); the localizer's fallbacks are counted in buffer/locate_fallbacks
+        for dup in ("gen/tokens", "gen/chains", "localize/fallbacks"):
+            popped.pop(dup, None)
         if cfg.sampling.reset_search != "sequential":
             metrics["tokens/speculative"] = float(counts[4])
+            metrics["tokens/speculative_chains"] = float(counts[5])
         metrics.update(popped)
         if parts.judge is not None:
             metrics.update(localization_metrics(records))
@@ -863,6 +870,8 @@ def train(
             metrics["time/sync"] = t_sync
         metrics.update({"time/rollout": t_rollout, "time/prep": t_prep, "time/update": t_update,
                         "time/step": time.perf_counter() - t_step})
+        if prev_checkpoint_s is not None:  # the line is written before this step's checkpoint
+            metrics["time/prev_checkpoint"], prev_checkpoint_s = prev_checkpoint_s, None
 
         # -- write: the metrics line first, then the checkpoint (resume drops lines after it) ---
         if run_path is not None:
@@ -888,5 +897,5 @@ def train(
                                     data_position=(step + 1) * cfg.prompts_per_step,
                                     tokenizer=parts.tokenizer, keep=cfg.keep_checkpoints)
                 acc.wait_for_everyone()
-                metrics["time/checkpoint"] = time.perf_counter() - t0
+                prev_checkpoint_s = time.perf_counter() - t0
         yield metrics
