@@ -14,7 +14,8 @@ What lives here: the ``LayeredMDP`` frozen dataclass (validated once) and its co
 
 What must not live here: value functions and updates (``exact.py``, ``cpi.py``); torch.
 
-Representation (shape letters as in architecture.md: S states, A actions, K outcomes, H horizon).
+Representation (shape letters used throughout the simulator: S states, A actions, K outcomes,
+H horizon).
 States are integers numbered layer by layer: layer h (h = 0 .. H) holds the ids
 ``offsets[h] .. offsets[h+1]-1``. Layers 0 .. H-1 are *decision* layers (``n_dec`` states in
 all); layer H holds the terminal states, each with a mean reward in [0, r_max]. Layer 0 holds
@@ -330,10 +331,11 @@ def coverage_chain(
     the same for every q and d^pi of every hard-track state is proportional to q.
     Requires H >= 2 and 1 <= fork <= H - 1.
 
-    ``easy_gap`` > 0 adds sub-threshold advantage on the easy track (theory.md: "CARO is not
-    always better"): at the last easy state, action 0 leads to a sixth terminal state with mean
-    ``s_easy + easy_gap`` (so A(easy, 0) = easy_gap * (1 - pi(0|easy)) there). With that
-    advantage below tau, G_tau is unchanged but RR's mean advantage no longer vanishes with p.
+    ``easy_gap`` > 0 adds sub-threshold advantage on the easy track, the instance on which CARO
+    is not always better than RR (docs/theory.md, "Caveats"): at the last easy state, action 0
+    leads to a sixth terminal state with mean ``s_easy + easy_gap`` (so A(easy, 0) = easy_gap *
+    (1 - pi(0|easy)) there). With that advantage below tau, G_tau is unchanged but RR's mean
+    advantage no longer vanishes with p, so at small enough p RR improves more than CARO.
     """
     H = _check_h(H, minimum=2)
     if not 1 <= fork <= H - 1:
