@@ -1,9 +1,10 @@
 """The conservative-update bound and Theorem 1's guarantees hold for every exact CPI step.
 
-theory.md checks 2 and 4: over hypothesis-drawn MDPs, policies, tau and alpha, the exact CPI-RR,
-CPI-CARO and approximate-sampler steps improve eta by at least (CU-sharp) and (CU) with c = 1;
-a step toward an arbitrary pi' by at least (CU) with c = 2; with the step rule, by at least
-rr_guarantee / caro_guarantee / approx_guarantee. Plus the bound functions' own algebra.
+docs/theory.md, checks 2 (the conservative-update bound) and 4 (the approximate sampler's bound):
+over hypothesis-drawn MDPs, policies, tau and alpha, the exact CPI-RR, CPI-CARO and
+approximate-sampler steps improve eta by at least (CU-sharp) and (CU) with c = 1; a step toward
+an arbitrary pi' by at least (CU) with c = 2; with the step rule, by at least rr_guarantee /
+caro_guarantee / approx_guarantee. Plus the bound functions' own algebra.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Exact identities of the tabular simulator (theory.md check 1) and its input validation.
+"""Exact identities of the tabular simulator (docs/theory.md, check 1) and its input validation.
 
 Bellman consistency, visitation, the performance-difference lemma to 1e-10, the derivative of
 eta along the CPI mixture, vectorised vs per-state reference loops, and bad-input errors.

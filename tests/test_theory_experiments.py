@@ -1,6 +1,7 @@
 """Theorem 1's rates as slopes, the approximate sampler, learning curves and the softmax bridge.
 
-theory.md checks 3-6, at small sizes (the notebooks run the full sizes).
+docs/theory.md, checks 3-6 (rates, approximate sampler, learning curves, softmax bridge), at
+small sizes (the notebooks run the full sizes).
 
 Tolerances. Improvement slopes: on ``coverage_chain`` the exact improvement is alpha H A_U minus a
 second-order term that is below 1% of it at these step sizes, so the slopes must be within 0.05 of
@@ -124,10 +125,11 @@ def test_reinforce_gradient_matches_finite_differences_and_masks_prefix() -> Non
 
 
 def test_sub_threshold_advantage_lets_rr_overtake_caro_at_small_p() -> None:
-    """theory.md caveat: with advantage just below tau off G, RR beats CARO at small p.
+    """CARO is not always better: with advantage just below tau off G, RR beats CARO at small p.
 
-    The easy_gap = 0.1 chain has A = 0.067 < tau = 0.1 at the last easy state: G_tau and p are
-    unchanged, CARO's slope stays 1, but RR's mean advantage no longer vanishes with p.
+    One of the caveats in docs/theory.md, "Caveats". The easy_gap = 0.1 chain has A = 0.067 <
+    tau = 0.1 at the last easy state: G_tau and p are unchanged, CARO's slope stays 1, but RR's
+    mean advantage no longer vanishes with p.
     """
     r = ex.improvement_vs_p(n_points=7, easy_gap=0.1)
     base = ex.improvement_vs_p(n_points=7)

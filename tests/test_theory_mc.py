@@ -1,4 +1,7 @@
-"""Monte Carlo vs exact values (theory.md check 1, third part), fixed seeds, CLT-sized tolerances."""
+"""Monte Carlo vs exact values, fixed seeds, CLT-sized tolerances.
+
+The third part of docs/theory.md, check 1: Monte Carlo estimates converge to the exact values.
+"""
 
 from __future__ import annotations
 

@@ -26,26 +26,42 @@ from __future__ import annotations
 
 import math
 
+from respo.theory._checks import check_integer, check_prob, check_real
+
 
 def _check_HR(H: int, R: float, *, need_gap: bool = False) -> None:
-    if int(H) != H or H < 1:
-        raise ValueError(f"horizon H must be an integer >= 1, got {H}")
+    check_integer("horizon H", H, minimum=1)
     if need_gap and H < 2:
         raise ValueError(f"the closed-form guarantee needs horizon H >= 2 (H - 1 in the denominator), got {H}")
-    if not (math.isfinite(R) and R > 0):
+    _check_R(R)
+
+
+def _check_R(R: float) -> None:
+    if not check_real("R (reward bound)", R) > 0:
         raise ValueError(f"R (reward bound) must be > 0, got {R}")
 
 
 def _check_c(c: float) -> None:
-    if not c > 0:
+    if not check_real("c", c) > 0:
         raise ValueError(f"c must be > 0 (1 for exact greedy, 2 in general), got {c}")
 
 
-def _check_tau_p(tau: float, p: float) -> None:
-    if not (math.isfinite(tau) and tau > 0):
-        raise ValueError(f"tau must be > 0, got {tau}")
-    if not -1e-9 <= p <= 1.0 + 1e-9:  # float sums of d^pi may overshoot 1 by rounding
-        raise ValueError(f"p (coverage) must lie in [0, 1], got {p}")
+def _check_alpha(alpha: float) -> None:
+    if not 0.0 <= check_real("alpha", alpha) <= 1.0:
+        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+
+
+def _check_tau_p(tau: float, p: float, R: float | None = None, *, name: str = "tau") -> None:
+    """tau > 0 (and <= R when R is given: no advantage exceeds R, so G_tau would be empty); p in [0, 1]."""
+    if not check_real(name, tau) > 0:
+        raise ValueError(f"{name} must be > 0, got {tau}")
+    if R is not None:
+        _check_R(R)
+        if tau > R:
+            raise ValueError(
+                f"{name} must be <= R (reward bound) = {R}, got {tau}: no advantage exceeds R"
+            )
+    check_prob("p (coverage)", p)
 
 
 def _check_unit(name: str, v: float) -> None:
@@ -61,8 +77,9 @@ def conservative_lower_bound(alpha: float, A_U: float, p_U: float, H: int, R: fl
     """
     _check_HR(H, R)
     _check_c(c)
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+    _check_alpha(alpha)
+    check_real("A_U", A_U)
+    check_prob("p_U", p_U)
     return alpha * H * A_U - alpha**2 * c * R * H * (H - 1) * p_U
 
 
@@ -73,13 +90,15 @@ def conservative_lower_bound_sharp(alpha: float, A_U: float, u: list[float] | tu
     of one step, a = w A^pi(., pi'); kappa = max a - min(0, min a) works (CU-range).
     Source: theory/conservative_update.md, Lemma 2, step 4 before the last relaxation.
     """
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
-    if kappa < 0:
+    _check_alpha(alpha)
+    check_real("A_U", A_U)
+    if check_real("kappa", kappa) < 0:
         raise ValueError(f"kappa must be >= 0, got {kappa}")
     H = len(u)
     if H < 1:
         raise ValueError("u must hold one entry per step (H >= 1)")
+    for t, ut in enumerate(u):
+        check_prob(f"u[{t}]", ut)
     weights = [H - t for t in range(1, H)]
     return alpha * H * A_U - alpha**2 * kappa * sum(w * ut for w, ut in zip(weights, u[:-1], strict=True))
 
@@ -92,7 +111,7 @@ def optimal_step(Abar_U: float, H: int, R: float, c: float = 1.0) -> float:
     """
     _check_HR(H, R)
     _check_c(c)
-    if Abar_U <= 0:
+    if check_real("Abar_U", Abar_U) <= 0:
         return 0.0
     if H == 1:
         return 1.0
@@ -104,6 +123,7 @@ def guaranteed_improvement(Abar_U: float, p_U: float, H: int, R: float, c: float
 
     Evaluated as the bound at the clipped step, so it is also right for H = 1 (p_U Abar_U).
     """
+    check_prob("p_U", p_U)
     alpha = optimal_step(Abar_U, H, R, c)
     return conservative_lower_bound(alpha, Abar_U * p_U, p_U, H, R, c)
 
@@ -111,14 +131,14 @@ def guaranteed_improvement(Abar_U: float, p_U: float, H: int, R: float, c: float
 def rr_guarantee(tau: float, p: float, H: int, R: float) -> float:
     """CPI-RR (Theorem 1): H tau^2 p^2 / (4 R (H - 1)); U = all states, Abar >= tau p, c = 1."""
     _check_HR(H, R, need_gap=True)
-    _check_tau_p(tau, p)
+    _check_tau_p(tau, p, R)
     return H * tau**2 * p**2 / (4.0 * R * (H - 1))
 
 
 def caro_guarantee(tau: float, p: float, H: int, R: float) -> float:
     """CPI-CARO (Theorem 1): H tau^2 p / (4 R (H - 1)); U = G_tau, Abar >= tau, c = 1."""
     _check_HR(H, R, need_gap=True)
-    _check_tau_p(tau, p)
+    _check_tau_p(tau, p, R)
     return H * tau**2 * p / (4.0 * R * (H - 1))
 
 
@@ -136,17 +156,19 @@ def approx_guarantee(tau: float, p: float, beta: float, gamma: float, H: int, R:
 def sample_guarantee(tau_nu: float, p_U: float, H: int, R: float) -> float:
     """Theorem 1' (sample-based, c = 2, eps = tau_nu / 8): H p_U tau_nu^2 / (32 R (H - 1))."""
     _check_HR(H, R, need_gap=True)
-    if not tau_nu > 0:
-        raise ValueError(f"tau_nu must be > 0, got {tau_nu}")
+    _check_tau_p(tau_nu, 0.0, R, name="tau_nu")
+    check_prob("p_U", p_U)
     return H * p_U * tau_nu**2 / (32.0 * R * (H - 1))
 
 
-def _samples(tau_nu: float, R: float, n_actions: int, log_n_policies: float, delta: float) -> int:
-    if n_actions < 1:
+def _samples(tau_nu: float, R: float, n_actions: int, log_n_policies: float, delta: float,
+             *, name: str = "tau") -> int:
+    _check_tau_p(tau_nu, 0.0, R, name=name)
+    if check_integer("n_actions", n_actions) < 1:
         raise ValueError(f"n_actions must be >= 1, got {n_actions}")
-    if not 0.0 < delta < 1.0:
+    if not 0.0 < check_real("delta", delta) < 1.0:
         raise ValueError(f"delta must lie in (0, 1), got {delta}")
-    if log_n_policies < 0:
+    if check_real("log_n_policies", log_n_policies) < 0:
         raise ValueError(f"log_n_policies must be >= 0, got {log_n_policies}")
     m = math.ceil(128.0 * R**2 * (math.log(4.0 / delta) + log_n_policies) / tau_nu**2)
     return 2 * m * int(n_actions)
@@ -158,10 +180,10 @@ def rr_samples(tau: float, p: float, R: float = 1.0, *, n_actions: int = 2,
 
     ``log_n_policies`` = log |Pi| (tabular: |U| log |Y|). Order 1 / (tau^2 p^2).
     """
-    _check_tau_p(tau, p)
+    _check_tau_p(tau, p, R)
     if p <= 0:
-        raise ValueError("p must be > 0 for a finite RR sample count")
-    return _samples(tau * p, R, n_actions, log_n_policies, delta)
+        raise ValueError(f"p must be > 0 for a finite RR sample count, got {p}")
+    return _samples(tau * p, R, n_actions, log_n_policies, delta, name="tau p")
 
 
 def caro_samples(tau: float, R: float = 1.0, *, n_actions: int = 2,
@@ -171,7 +193,7 @@ def caro_samples(tau: float, R: float = 1.0, *, n_actions: int = 2,
     Independent of p: the oracle's reset law keeps the mean advantage at >= tau. Finding the
     reset states (about 1/p on-policy trajectories each) is not counted (theorem1.md (A3)).
     """
-    _check_tau_p(tau, 1.0)
+    _check_tau_p(tau, 1.0, R)
     return _samples(tau, R, n_actions, log_n_policies, delta)
 
 
@@ -181,4 +203,5 @@ def approx_samples(tau: float, beta: float, R: float = 1.0, *, n_actions: int = 
     _check_unit("beta", beta)
     if beta >= 1.0:
         raise ValueError("beta = 1: the selected set holds no improvable mass; no finite count")
+    _check_tau_p(tau, 1.0, R)
     return _samples((1.0 - beta) * tau, R, n_actions, log_n_policies, delta)

@@ -25,6 +25,7 @@ from numpy.random import Generator
 from numpy.typing import NDArray
 
 from respo.theory import bounds
+from respo.theory._checks import check_real
 from respo.theory.exact import (
     Evaluation,
     check_tau,
@@ -101,8 +102,11 @@ def selection_quality(d: F, G: B, w: F) -> tuple[float, float]:
 def update_weights(
     mdp: LayeredMDP, ev: Evaluation, method: str, *, tau: float, beta: float = 0.0, gamma: float = 1.0
 ) -> F:
-    """The update set of a reset method as weights w [n_dec] in [0, 1] (see the module docstring)."""
-    tau = check_tau(tau)
+    """The update set of a reset method as weights w [n_dec] in [0, 1] (see the module docstring).
+
+    ``tau`` must lie in (0, r_max] for every method (above r_max G_tau is empty by construction).
+    """
+    tau = check_tau(tau, r_max=mdp.r_max)
     if method == "rr":
         return np.ones(mdp.n_dec)
     if method == "caro":
@@ -116,12 +120,45 @@ def update_weights(
     raise ValueError(f"unknown reset method {method!r}; valid: {', '.join(RESET_METHODS)}")
 
 
+def _check_rows(name: str, p: NDArray[np.floating]) -> None:
+    """Every row of p [n, A] is a probability distribution (finite, >= 0, sums to 1 within 1e-8)."""
+    if p.size == 0:
+        return
+    # Fast path, a few passes at ~10^6 states: column sums (cheaper than a reduction over a short
+    # axis) and min / max, which NaN and +-inf cannot pass.
+    dev = p[:, 0] - 1.0
+    for a in range(1, p.shape[1]):
+        dev += p[:, a]
+    if p.min() >= 0 and max(dev.max(), -dev.min()) <= 1e-8:
+        return
+    finite = np.isfinite(p).all(axis=1)
+    if not finite.all():
+        s = int(np.argmin(finite))
+        raise ValueError(f"{name} is not stochastic: row {s} = {p[s].tolist()} has a non-finite entry")
+    neg = (p < 0).any(axis=1)
+    if neg.any():
+        s = int(np.argmax(neg))
+        raise ValueError(f"{name} is not stochastic: row {s} = {p[s].tolist()} has a negative entry")
+    s = int(np.argmax(np.abs(dev)))
+    raise ValueError(f"{name} is not stochastic: row {s} = {p[s].tolist()} sums to {dev[s] + 1.0:.12g}")
+
+
 def cpi_update(pi: F, pi_plus: F, alpha: float, w: F) -> F:
-    """pi_new = pi + alpha w[:, None] (pi_plus - pi); shapes [n_dec, A], [n_dec, A], [n_dec]."""
-    if not 0.0 <= alpha <= 1.0:
+    """pi_new = pi + alpha w[:, None] (pi_plus - pi); shapes [n_dec, A], [n_dec, A], [n_dec].
+
+    pi and pi_plus must be stochastic row by row, alpha and every w(x) must lie in [0, 1]; then
+    pi_new is stochastic too. Each violation is a ValueError naming the argument and the value.
+    """
+    if not 0.0 <= check_real("alpha", alpha) <= 1.0:
         raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
-    if pi.shape != pi_plus.shape or w.shape != pi.shape[:1]:
+    pi, pi_plus, w = np.asarray(pi), np.asarray(pi_plus), np.asarray(w)
+    if pi.ndim != 2 or pi.shape != pi_plus.shape or w.shape != pi.shape[:1]:
         raise ValueError(f"shape mismatch: pi {pi.shape}, pi_plus {pi_plus.shape}, w {w.shape}")
+    _check_rows("pi", pi)
+    _check_rows("pi_plus", pi_plus)
+    if w.size and not (w.min() >= 0.0 and w.max() <= 1.0):  # NaN fails both
+        s = int(np.argmax(~((w >= 0.0) & (w <= 1.0))))
+        raise ValueError(f"w (update weights) must lie in [0, 1], got w[{s}] = {float(w[s])}")
     return pi + (alpha * w)[:, None] * (pi_plus - pi)
 
 
@@ -235,7 +272,7 @@ def sample_cpi_step(
     pi = mdp.check_policy(pi)
     if int(m) != m or m < 1:
         raise ValueError(f"m (reset states per half) must be an integer >= 1, got {m}")
-    if eps < 0:
+    if check_real("eps", eps) < 0:
         raise ValueError(f"eps must be >= 0, got {eps}")
     ev = evaluate(mdp, pi) if ev is None else ev
     w = update_weights(mdp, ev, method, tau=tau, beta=beta, gamma=gamma)
@@ -289,6 +326,7 @@ def run_cpi(
     if mode == "sample" and (rng is None or m < 1):
         raise ValueError("sample mode needs m >= 1 and an rng")
     cc = (1.0 if mode == "exact" else 2.0) if c is None else c
+    check_tau(tau, r_max=mdp.r_max)
     pi = mdp.check_policy(pi0).copy()
     eta, samples, alphas, ps, imps, bnds = [], [0.0], [], [], [], []
     for _ in range(int(n_iters)):

@@ -109,10 +109,19 @@ def evaluate(mdp: LayeredMDP, pi: NDArray[np.floating]) -> Evaluation:
     return Evaluation(V=V, Q=Q, A=A, reach=reach, d=reach / mdp.horizon)
 
 
-def check_tau(tau: float) -> float:
-    """tau must be a finite number > 0."""
+def check_tau(tau: float, *, r_max: float | None = None) -> float:
+    """tau must be a finite number > 0, and at most ``r_max`` when given.
+
+    No advantage exceeds the reward bound, so a threshold above r_max makes G_tau empty for every
+    policy (a CARO step that never moves).
+    """
     if not (isinstance(tau, (int, float, np.floating)) and np.isfinite(tau) and tau > 0):
         raise ValueError(f"tau must be a number > 0, got {tau!r}")
+    if r_max is not None and tau > r_max:
+        raise ValueError(
+            f"tau must be <= r_max = {r_max}, got {tau!r}: no advantage exceeds r_max, so no state "
+            "would be tau-improvable"
+        )
     return float(tau)
 
 

@@ -85,7 +85,7 @@ def improvement_vs_p(
     (slope, ci_low, ci_high). ``seed`` is accepted for a uniform signature (the family is
     deterministic). ``easy_gap`` > 0 adds sub-threshold advantage off G_tau (see
     ``coverage_chain``): then RR's improvement stops falling like p^2 and RR overtakes CARO at
-    small p (theory.md: "CARO is not always better").
+    small p: CARO is not always the better method (docs/theory.md, "Caveats").
     """
     del seed
     qs = _q_grid(p_decades, n_points, q_max)

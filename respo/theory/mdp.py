@@ -14,7 +14,8 @@ What lives here: the ``LayeredMDP`` frozen dataclass (validated once) and its co
 
 What must not live here: value functions and updates (``exact.py``, ``cpi.py``); torch.
 
-Representation (shape letters as in architecture.md: S states, A actions, K outcomes, H horizon).
+Representation (shape letters used throughout the simulator: S states, A actions, K outcomes,
+H horizon).
 States are integers numbered layer by layer: layer h (h = 0 .. H) holds the ids
 ``offsets[h] .. offsets[h+1]-1``. Layers 0 .. H-1 are *decision* layers (``n_dec`` states in
 all); layer H holds the terminal states, each with a mean reward in [0, r_max]. Layer 0 holds
@@ -35,6 +36,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.random import Generator
 from numpy.typing import NDArray
+
+from respo.theory._checks import check_integer, check_real
 
 F = NDArray[np.float64]
 I = NDArray[np.int64]  # noqa: E741
@@ -70,11 +73,9 @@ class LayeredMDP:
     r_max: float = 1.0
 
     def __post_init__(self) -> None:
-        sizes = tuple(int(n) for n in self.layer_sizes)
+        sizes = tuple(check_integer(f"layer_sizes[{i}]", n) for i, n in enumerate(self.layer_sizes))
         object.__setattr__(self, "layer_sizes", sizes)
-        H = int(self.horizon)
-        if H < 1:
-            raise ValueError(f"horizon must be >= 1, got {self.horizon}")
+        H = check_integer("horizon", self.horizon, minimum=1)
         if len(sizes) != H + 1:
             raise ValueError(
                 f"horizon {H} does not fit the MDP: layer_sizes has {len(sizes)} layers, "
@@ -84,7 +85,7 @@ class LayeredMDP:
             raise ValueError(f"every layer needs at least one state, got layer_sizes={sizes}")
         if sizes[0] != 1:
             raise ValueError(f"layer 0 must hold exactly the start state, got {sizes[0]} states")
-        if not (np.isfinite(self.r_max) and self.r_max > 0):
+        if not check_real("r_max", self.r_max) > 0:
             raise ValueError(f"r_max must be a positive number, got {self.r_max}")
         succ = np.asarray(self.succ)
         prob = np.asarray(self.prob, dtype=np.float64)
@@ -191,9 +192,7 @@ class LayeredMDP:
 
 
 def _check_h(H: int, *, minimum: int = 1) -> int:
-    if int(H) != H or H < minimum:
-        raise ValueError(f"horizon H must be an integer >= {minimum}, got {H}")
-    return int(H)
+    return check_integer("horizon H", H, minimum=minimum)
 
 
 def random_layered_mdp(
@@ -228,7 +227,7 @@ def random_tree_mdp(rng: Generator, H: int, n_actions: int, *, r_max: float = 1.
     has 2^21 - 1 ~ 2.1 * 10^6 states (about 10^6 decision states).
     """
     H = _check_h(H)
-    A = int(n_actions)
+    A = check_integer("n_actions", n_actions)
     if A < 1:
         raise ValueError(f"n_actions must be >= 1, got {n_actions}")
     sizes = _tree_sizes(H, A)
@@ -266,7 +265,7 @@ def reasoning_tree(
     coin flips. Returns the MDP and the status of every state (int8 [n_states]).
     """
     H = _check_h(H)
-    A = int(n_actions)
+    A = check_integer("n_actions", n_actions)
     if A < 2:
         raise ValueError(f"a reasoning tree needs at least 2 actions, got {n_actions}")
     for name, v in (("q", q), ("p_unrecoverable", p_unrecoverable), ("s_ok", s_ok), ("s_wrong", s_wrong)):
@@ -330,12 +329,14 @@ def coverage_chain(
     the same for every q and d^pi of every hard-track state is proportional to q.
     Requires H >= 2 and 1 <= fork <= H - 1.
 
-    ``easy_gap`` > 0 adds sub-threshold advantage on the easy track (theory.md: "CARO is not
-    always better"): at the last easy state, action 0 leads to a sixth terminal state with mean
-    ``s_easy + easy_gap`` (so A(easy, 0) = easy_gap * (1 - pi(0|easy)) there). With that
-    advantage below tau, G_tau is unchanged but RR's mean advantage no longer vanishes with p.
+    ``easy_gap`` > 0 adds sub-threshold advantage on the easy track, the instance on which CARO
+    is not always better than RR (docs/theory.md, "Caveats"): at the last easy state, action 0
+    leads to a sixth terminal state with mean ``s_easy + easy_gap`` (so A(easy, 0) = easy_gap *
+    (1 - pi(0|easy)) there). With that advantage below tau, G_tau is unchanged but RR's mean
+    advantage no longer vanishes with p, so at small enough p RR improves more than CARO.
     """
     H = _check_h(H, minimum=2)
+    fork = check_integer("fork", fork)
     if not 1 <= fork <= H - 1:
         raise ValueError(f"fork must lie in 1..H-1={H - 1} for horizon {H}, got {fork}")
     if not 0.0 <= q <= 1.0:

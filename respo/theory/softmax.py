@@ -29,7 +29,7 @@ from numpy.typing import NDArray
 from respo.advantages import get_advantage
 from respo.buffer import Buffer, Rngs, buffer_metrics, build_buffer
 from respo.resets import NoisyOracleLocalizer, OracleLocalizer, UniformLocalizer
-from respo.theory.exact import evaluate, improvable_set
+from respo.theory.exact import check_tau, evaluate, improvable_set
 from respo.theory.mdp import LayeredMDP
 from respo.theory.sampler import TabularSampler, first_improvable_judge
 from respo.variants import get_variant, resolve_objective
@@ -119,6 +119,7 @@ def train_softmax(
     ``thoughts`` (cumulative thoughts generated), plus per-iteration ``fallback_frac`` and
     ``no_failure_frac``, and the final ``theta``.
     """
+    check_tau(tau, r_max=mdp.r_max)
     v = get_variant(variant)
     obj = resolve_objective(v, pairing)
     adv_fn = get_advantage(obj.advantage)
