@@ -1,4 +1,6 @@
-"""Group-relative advantages: pure numpy, with the numerics as explicit keyword arguments (P5).
+"""Group-relative advantages: pure numpy, the numerics as explicit keyword arguments.
+
+Design rule P5 (docs/design.md): numerical conventions are part of the specification.
 
 Frameworks disagree on the details, and the differences matter at group size 4:
 

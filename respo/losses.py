@@ -1,4 +1,6 @@
-"""Policy-gradient losses and token aggregation: pure torch functions, one registry (P3, P4).
+"""Policy-gradient losses and token aggregation: pure torch functions, one registry.
+
+Design rules P3 (pure functions) and P4 (one signature per registry), docs/design.md.
 
 What lives here: ``LOSSES`` (``reinforce``, ``ppo_clip``), ``agg_loss`` (how per-token values
 become one scalar), ``suffix_mask`` (which tokens of a chain are trained), ``kl_k3`` (a
@@ -84,7 +86,7 @@ def agg_loss(values: Tensor, mask: Tensor, agg: str, *, norm: Tensor | float | N
 
 
 class LossFn(Protocol):
-    """Signature shared by every ``LOSSES`` entry (P4).
+    """Signature shared by every ``LOSSES`` entry (design rule P4, docs/design.md).
 
     ``logp[N, T]``: log-probs of the taken tokens under the current policy (with grad);
     ``old_logp[N, T]``: the same under the policy that sampled (no grad); ``adv[N]``: one advantage
@@ -270,7 +272,8 @@ def kl_k3(logp: Tensor, ref_logp: Tensor) -> Tensor:
 
 
 def token_logprobs(logits: Tensor, targets: Tensor, *, temperature: float = 1.0) -> Tensor:
-    """log softmax(logits / temperature)[targets], in float32 (P5: the log-softmax dtype).
+    """log softmax(logits / temperature)[targets], in float32 (design rule P5 in
+    docs/design.md: the log-softmax dtype).
 
     Shapes: logits[N, T, V], targets[N, T] -> [N, T].
     """

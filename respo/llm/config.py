@@ -1,4 +1,6 @@
-"""Configuration of the LLM trainer: frozen dataclasses whose field docstrings are the docs (P6).
+"""Configuration of the LLM trainer: frozen dataclasses whose field docstrings are the docs.
+
+Design rule P6 (docs/design.md): configuration is frozen dataclasses, parsed once.
 
 ``TrainConfig`` holds everything one run needs; nested ``ModelConfig``, ``SamplingConfig``,
 ``OptimConfig`` and ``EvalConfig`` group related knobs (``--model.name``, ``--optim.lr`` on the

@@ -16,8 +16,8 @@ without it still works: the sampler then calls ``continue_group`` once per reque
 ``HFBackend`` implements them with a hand-written batched sampling loop over the model's
 ``DynamicCache``: left padding + attention mask + explicit position ids for ragged prompts, one
 prefill per distinct prompt (expanded n times with ``batch_repeat_interleave``), temperature and
-top-p sampling by inverse CDF from per-row uniforms (no global RNG, P7), finished rows pruned
-from the batch (``batch_select_indices``).
+top-p sampling by inverse CDF from per-row uniforms (no global RNG: design rule P7,
+docs/design.md), finished rows pruned from the batch (``batch_select_indices``).
 
 Random streams are per ROW, never per call: prompt i of a call has a seed (``seed[i]`` when a
 sequence is given; ``int_seed_for(seed, "prompt", i)`` for one int; ``continue_group`` uses

@@ -16,7 +16,7 @@ each request's rng, per-row random streams as in ``LMSampler.extend_many``, so t
 one-by-one ``locate``'s; same parse and fallback rules and counters), the confidence localizer one right-padded teacher-forced forward (split into chunks of
 at most ``max_batch_tokens`` padded tokens). ``localize/batches`` counts the backend / model calls.
 
-Deviation from the authors' code (P9): there every failure (unparseable, 0, exception) silently
+Deviation from the authors' code (design rule P9, docs/design.md): there every failure (unparseable, 0, exception) silently
 becomes step 1. Here only *parse* failures fall back, per ``fallback_mode`` (default "step1",
 their behaviour), always with ``fell_back=True`` and a reason, and they are counted
 (``pop_stats``). Exceptions from the backend or model propagate. Localization tokens are

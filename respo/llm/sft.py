@@ -23,7 +23,7 @@ What lives here:
   whole batch (the fixed instruction text) is run once and its KV cache repeated over the batch,
   which gives the same logits as a full forward pass (a test checks it) at about half the cost.
 - ``train_sft(cfg)``: AdamW, linear warm-up then cosine decay over ``schedule_steps``; returns the
-  model and the per-step history. No I/O, no argv (P11).
+  model and the per-step history. No I/O, no argv (design rule P11, docs/design.md).
 - ``evaluate_policy``: greedy and sampled pass@1 of the plain agent with ``HFBackend`` and
   ``LMSampler`` (the objects the RL loop uses), plus the per-step error rate and the distribution
   of the first wrong step of sampled chains (``task.first_error``).
