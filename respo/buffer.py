@@ -1,4 +1,4 @@
-"""Fill one prompt's rollout buffer for any variant (``method.md`` section 3), once, for both worlds.
+"""Fill one prompt's rollout buffer for any variant (``docs/method.md`` section 3), once, for both worlds.
 
 ``build_buffer(sampler, localizer, policy, root, split=..., rngs=...)``:
 

@@ -60,7 +60,7 @@ def agg_loss(values: Tensor, mask: Tensor, agg: str, *, norm: Tensor | float | N
       GRPO baseline).
     - ``"seq-mean-token-mean"``: sum_i (sum_t m v / n_i) / norm, n_i = trained tokens of row i,
       norm = number of rows (default N); every chain weighs the same (the paper's RRPO/SRPO loss,
-      ``method.md`` section 5).
+      ``docs/method.md`` section 5).
     - ``"seq-mean-token-sum"``: sum_i sum_t m v / norm, norm = rows (default N).
 
     ``norm`` lets a caller that splits a mini-batch into micro-batches (or across processes)
@@ -145,7 +145,7 @@ def reinforce_loss(
 ) -> tuple[Tensor, Stats]:
     """Plain REINFORCE: per-token value ``-A_i * log pi(y_t)``, aggregated by ``agg``.
 
-    The paper's RRPO/SRPO loss (``method.md`` section 5): no ratio, no clipping, no KL, no
+    The paper's RRPO/SRPO loss (``docs/method.md`` section 5): no ratio, no clipping, no KL, no
     entropy term; with ``agg="seq-mean-token-mean"`` it is
     ``L = -mean_i(A_i * mean_{t in trained(i)} log pi(y_t))``. ``old_logp``, ``clip_eps`` and
     ``clip_c`` are accepted for the shared signature and only used for statistics.

@@ -212,7 +212,7 @@ VARIANTS: dict[str, Variant] = {
                 deviations=CRITIQUE_DEVIATIONS),
     )
 }
-"""The variant table. Loss defaults follow the paper's code (``method.md`` sections 3 and 5)."""
+"""The variant table. Loss defaults follow the paper's code (``docs/method.md`` sections 3 and 5)."""
 
 
 def get_variant(name: str) -> Variant:

@@ -1,12 +1,12 @@
 """LLM localizers (``respo.resets.Localizer[TokenState, backend]``): where did a failed chain go wrong?
 
-- ``PromptedSelfLocalizer`` (SRPO, ``method.md`` section 4): the policy itself, with its chat
+- ``PromptedSelfLocalizer`` (SRPO, ``docs/method.md`` section 4): the policy itself, with its chat
   template, reads its failed chain rendered as ``Step i: <text>`` (delimiters removed; no ground
   truth shown) and names the first erroneous step, ending with ``\\boxed{N}``. Sampling at
   temperature 0.3, up to 4096 new tokens, no stop strings (EOS only). Parse rules
   (``parse_localization``): the last ``\\boxed{integer}``; 0 means "no error" -> fallback; else the
   last "Step N" mention; else fallback; a number outside 1..n -> fallback.
-- ``ConfidenceLocalizer`` (CPU track, ``cpu-track.md``): one teacher-forced forward pass; the reset
+- ``ConfidenceLocalizer`` (CPU track, ``docs/cpu-track.md``): one teacher-forced forward pass; the reset
   step is the first thought holding a response token whose probability under the policy is below
   ``threshold``; none below -> fallback.
 
@@ -65,7 +65,7 @@ def parse_localization(
 ) -> tuple[int | None, str]:
     """The step named by a localization reply, or (None, reason) when it must fall back.
 
-    Rules (``method.md`` section 4): the last ``\\boxed{integer}`` (``\\boxed{Step 3}`` counts as
+    Rules (``docs/method.md`` section 4): the last ``\\boxed{integer}`` (``\\boxed{Step 3}`` counts as
     3); 0 -> (None, "answered 0 (no error)"); otherwise the last "Step N" mention (only if
     ``step_mentions``); otherwise (None, "unparseable"). Any number outside 1..n_thoughts ->
     (None, "out of range ..."). Caveat (seen with SmolLM2-135M): a model that echoes the

@@ -2,7 +2,7 @@
 
 The reward is 1 when the last ``\\boxed{...}`` of the response is equivalent to the reference
 answer (fractions and decimals, ``\\frac``, sets, percentages, symbolic forms, as math-verify
-decides), else 0 (``method.md`` section 5: raw verifier score, no format reward).
+decides), else 0 (``docs/method.md`` section 5: raw verifier score, no format reward).
 
 Time bound: sympy can run for ever on inputs such as ``10^{10^{10^{10}}}``, and math-verify's own
 timeouts use ``signal.alarm`` (main thread only, and unable to interrupt long C-level arithmetic).
