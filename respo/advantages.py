@@ -1,9 +1,11 @@
-"""Group-relative advantages: pure numpy, with the numerics as explicit keyword arguments (P5).
+"""Group-relative advantages: pure numpy, the numerics as explicit keyword arguments.
+
+Design rule P5 (docs/design.md): numerical conventions are part of the specification.
 
 Frameworks disagree on the details, and the differences matter at group size 4:
 
 - the paper's reset code: population std (ddof 0), no epsilon, advantage 0 when std < 1e-8
-  (arXiv 2605.25507) -> ``ADVANTAGES["zscore"]``, the default for RRPO/SRPO;
+  (``docs/method.md`` section 5) -> ``ADVANTAGES["zscore"]``, the default for RRPO/SRPO;
 - verl's GRPO (the paper's GRPO baseline): Bessel std (ddof 1), ``(r - mean) / (std + 1e-6)``,
   a singleton group gets std 1 -> ``ADVANTAGES["zscore_verl"]``;
 - no scaling at all (Dr. GRPO style mean-centring) -> ``ADVANTAGES["center"]``.
@@ -64,7 +66,7 @@ def zscore_by_group(
 ) -> F:
     """Advantage A_i = (r_i - mean_g) / (std_g + eps), computed within each group g separately.
 
-    Defaults are the paper's reset code (arXiv 2605.25507): ``ddof=0`` (population std),
+    Defaults are the paper's reset code (``docs/method.md`` section 5): ``ddof=0`` (population std),
     ``eps=0``, and every advantage of a group whose std < ``zero_std_tol`` (1e-8) is exactly 0.
     ``singleton="unit_std"`` reproduces verl (a size-1 group has std 1, so A = 0 anyway since
     r - mean = 0); ``"zero"`` gives 0. Shapes: reward[N], group[N] -> A[N].

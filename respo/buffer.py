@@ -1,4 +1,4 @@
-"""Fill one prompt's rollout buffer for any variant (``method.md`` section 3), once, for both worlds.
+"""Fill one prompt's rollout buffer for any variant (``docs/method.md`` section 3), once, for both worlds.
 
 ``build_buffer(sampler, localizer, policy, root, split=..., rngs=...)``:
 
@@ -15,7 +15,8 @@
    its slots become fresh chains in G1 (counted).
 5. Top G1 up to ``split.fresh`` if it is short. Parents are never in the buffer.
 
-Every fallback is returned in ``BufferStats`` (P9). Group ids are explicit (no slot arithmetic).
+Every fallback is returned in ``BufferStats`` (design rule P9, docs/design.md). Group ids are
+explicit (no slot arithmetic).
 
 ``build_buffers`` runs the same logic for all prompts of a step in lock-step (each prompt's
 builder is a coroutine that yields its sampling and localization requests), so a sampler with

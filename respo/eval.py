@@ -3,7 +3,7 @@
 - ``run_agent``: prompt every problem, sample ``n`` responses through any ``Generate`` callable
   (text in, text out, so HF, vLLM or a fake all fit), cut each response back to the agent's rules
   (at most ``max_thoughts`` thoughts, stop at the first thought with a final answer) and score it
-  with ``task.reward``. No resets at test time (``method.md`` section 6).
+  with ``task.reward``. No resets at test time (``docs/method.md`` section 6).
 - ``pass_at_k``: the unbiased estimator of Chen et al. (2021), ``1 - C(n-c, k) / C(n, k)``,
   computed as ``1 - prod_{i=n-c+1}^{n} (1 - k / i)`` in log space (finite for n = 10^4).
   The paper reports greedy pass@1 (temperature 0, one sample), which is the mean reward.

@@ -1,4 +1,6 @@
-"""Policy-gradient losses and token aggregation: pure torch functions, one registry (P3, P4).
+"""Policy-gradient losses and token aggregation: pure torch functions, one registry.
+
+Design rules P3 (pure functions) and P4 (one signature per registry), docs/design.md.
 
 What lives here: ``LOSSES`` (``reinforce``, ``ppo_clip``), ``agg_loss`` (how per-token values
 become one scalar), ``suffix_mask`` (which tokens of a chain are trained), ``kl_k3`` (a
@@ -58,7 +60,7 @@ def agg_loss(values: Tensor, mask: Tensor, agg: str, *, norm: Tensor | float | N
       GRPO baseline).
     - ``"seq-mean-token-mean"``: sum_i (sum_t m v / n_i) / norm, n_i = trained tokens of row i,
       norm = number of rows (default N); every chain weighs the same (the paper's RRPO/SRPO loss,
-      ``method.md`` section 5).
+      ``docs/method.md`` section 5).
     - ``"seq-mean-token-sum"``: sum_i sum_t m v / norm, norm = rows (default N).
 
     ``norm`` lets a caller that splits a mini-batch into micro-batches (or across processes)
@@ -84,7 +86,7 @@ def agg_loss(values: Tensor, mask: Tensor, agg: str, *, norm: Tensor | float | N
 
 
 class LossFn(Protocol):
-    """Signature shared by every ``LOSSES`` entry (P4).
+    """Signature shared by every ``LOSSES`` entry (design rule P4, docs/design.md).
 
     ``logp[N, T]``: log-probs of the taken tokens under the current policy (with grad);
     ``old_logp[N, T]``: the same under the policy that sampled (no grad); ``adv[N]``: one advantage
@@ -143,7 +145,7 @@ def reinforce_loss(
 ) -> tuple[Tensor, Stats]:
     """Plain REINFORCE: per-token value ``-A_i * log pi(y_t)``, aggregated by ``agg``.
 
-    The paper's RRPO/SRPO loss (``method.md`` section 5): no ratio, no clipping, no KL, no
+    The paper's RRPO/SRPO loss (``docs/method.md`` section 5): no ratio, no clipping, no KL, no
     entropy term; with ``agg="seq-mean-token-mean"`` it is
     ``L = -mean_i(A_i * mean_{t in trained(i)} log pi(y_t))``. ``old_logp``, ``clip_eps`` and
     ``clip_c`` are accepted for the shared signature and only used for statistics.
@@ -270,7 +272,8 @@ def kl_k3(logp: Tensor, ref_logp: Tensor) -> Tensor:
 
 
 def token_logprobs(logits: Tensor, targets: Tensor, *, temperature: float = 1.0) -> Tensor:
-    """log softmax(logits / temperature)[targets], in float32 (P5: the log-softmax dtype).
+    """log softmax(logits / temperature)[targets], in float32 (design rule P5 in
+    docs/design.md: the log-softmax dtype).
 
     Shapes: logits[N, T, V], targets[N, T] -> [N, T].
     """

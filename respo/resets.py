@@ -80,8 +80,8 @@ class LocateResult:
 
     ``step`` is the 1-indexed reset step k (reset state = ``states[k - 1]``), or None when the
     localizer fell back with mode ``"skip"`` (no reset group for this parent). ``fell_back`` is
-    True whenever the localizer could not decide and a fallback rule chose instead (P9: never
-    hidden). ``reason`` says why, for logs.
+    True whenever the localizer could not decide and a fallback rule chose instead (design rule P9
+    in docs/design.md: never hidden). ``reason`` says why, for logs.
     """
 
     step: int | None

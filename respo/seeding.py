@@ -1,4 +1,6 @@
-"""Explicit, keyed randomness (P7): every generator comes from ``SeedSequence([seed, *keys])``.
+"""Explicit, keyed randomness: every generator comes from ``SeedSequence([seed, *keys])``.
+
+Design rule P7 (docs/design.md): randomness is explicit and shared across variants.
 
 The same keys in GRPO, RRPO and SRPO runs (or in different simulator arms) give the same random
 stream, so comparisons are paired (common random numbers). Nothing in ``respo`` calls the

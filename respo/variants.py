@@ -1,4 +1,6 @@
-"""The paper's delta in one table (P1): every method is a row of ``VARIANTS``.
+"""The paper's delta in one table: every method is a row of ``VARIANTS``.
+
+Design rule P1 (docs/design.md): the methods differ in one table.
 
 A variant says *which localizer picks the reset step* (none / uniform / the policy itself /
 an oracle), *how the 8-rollout budget is split* (``Split``) and its *default* loss, aggregation and
@@ -210,7 +212,7 @@ VARIANTS: dict[str, Variant] = {
                 deviations=CRITIQUE_DEVIATIONS),
     )
 }
-"""The variant table. Loss defaults follow the paper's code (``method.md`` sections 3 and 5)."""
+"""The variant table. Loss defaults follow the paper's code (``docs/method.md`` sections 3 and 5)."""
 
 
 def get_variant(name: str) -> Variant:

@@ -1,4 +1,8 @@
-"""Slow, obviously-correct reference implementations (loops), used only by tests (P10, anti-pattern 16)."""
+"""Slow, obviously-correct reference implementations (loops), used only by tests.
+
+Design rule P10 (docs/design.md): the library ships one implementation of each function; the
+slow loop versions that the vectorized code is tested against exist only here.
+"""
 
 from __future__ import annotations
 

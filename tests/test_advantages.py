@@ -61,7 +61,7 @@ def test_permutation_equivariance_and_group_independence(rg, rnd):
 
 
 def test_paper_numerics_pinned():
-    # method.md section 5: population std, no epsilon, exactly 0 when std < 1e-8.
+    # docs/method.md section 5: population std, no epsilon, exactly 0 when std < 1e-8.
     r = np.array([1.0, 0.0, 0.0, 0.0, 0.3, 0.3, 0.3, 0.3])
     g = np.array([0, 0, 0, 0, 1, 1, 1, 1])
     a = ADVANTAGES["zscore"](r, g)

@@ -1,4 +1,4 @@
-"""Dependency and randomness rules of architecture.md, enforced (P7, P15)."""
+"""Dependency and randomness rules, enforced: design rules P7 and P15 of docs/design.md."""
 
 from __future__ import annotations
 

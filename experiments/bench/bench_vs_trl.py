@@ -13,13 +13,13 @@ respo runs through the trainer (``respo.llm.train.train``), whose rollout is ``b
 prompts of a step in lock-step, each round served by ONE ``LMSampler.extend_many`` (one
 ``HFBackend.generate_groups``) and ONE ``locate_many``. ``--serial`` also times each variant with
 the batching hidden (the sampler and localizer answer one request per backend call, as before
-``llm-batching.md``). Printed per step: backend calls (``gen/calls``: sampling calls;
+batched generation came in: ``experiments/LOG.md``, "Batched generation across a step's prompts"). Printed per step: backend calls (``gen/calls``: sampling calls;
 ``localize/batches``: localizer generations / forwards).
 
 Goals (issue 3): respo <= 0.5x TRL per GRPO step; SRPO step <= 1.3x GRPO step.
 Fairness: TRL's GRPOConfig turns gradient checkpointing ON by default, respo's config has it off;
 by default TRL runs with it off too (``--trl-gradient-checkpointing on`` restores TRL's default;
-the ``llm-training.md`` numbers before ``llm-batching.md`` had it on).
+the earlier numbers in ``experiments/LOG.md``, "LLM training side", had it on).
 Deviations: TRL stops at EOS or the token limit; respo also stops at a completed ``\\boxed{}``
 thought. With a random model neither stops early, so both generate the full limit.
 """

@@ -1,9 +1,9 @@
 """Supervised warm-up of the CPU synthetic track: train (or load) the starting policy for RL.
 
-Trains the ~1M-parameter character Llama of the earlier CPU probe on arithmetic chains with 15%
+Trains the ~1M-parameter character Llama of ``docs/cpu-track.md`` on arithmetic chains with 15%
 injected errors (``respo.llm.sft``), caches it under ``<cache-dir>/sft-<key>`` (reused when
 present) and evaluates it on held-out problems from another generator seed: greedy pass@1,
-sampled pass@1 at T = 1 (the earlier CPU probe's figure) and at the RL rollout setting (T = 0.7, top-p
+sampled pass@1 at T = 1 (the probe's figure in ``docs/cpu-track.md``) and at the RL rollout setting (T = 0.7, top-p
 0.95), per-line error rate and first-error distribution. Prints the metrics and writes them to
 ``<out>/warmup-<key>.json``.
 

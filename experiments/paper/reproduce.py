@@ -20,7 +20,7 @@ Stages, run in this order whatever order they are named in (``all`` = every stag
   rrpo and srpo (share of held-out tests passed), labelled ``<model>@step<k>``, and on the final
   checkpoint of the split variants; the base model is step 0.
 - ``tables``: ``<out>/table_main.md``, ``table_splits.md`` and ``lcb_curves.{md,csv,png}``: our
-  mean +- std over seeds beside the numbers published in the paper (arXiv 2605.25507), each table
+  mean +- std over seeds beside the numbers published in the paper (``docs/method.md`` section 7), each table
   stating the loss pairing its methods were trained with.
 
 Commands are printed shell-quoted before they run (``--dry-run`` prints them and runs nothing;
@@ -70,20 +70,20 @@ PAIRING_NOTE = {
     "matched": "matched pairing: every method with unclipped REINFORCE, sequence-mean of token-means",
 }
 
-# -- published numbers (the paper (arXiv 2605.25507); targets to compare with, not to tune to) ---------------
+# -- published numbers (docs/method.md section 7; targets to compare with, not to tune to) ----------
 
 PUBLISHED_AVERAGE = {
     "olmo3-7b": "site: SRPO 47.3, TreeRL 37.8; secondary (unverified): GRPO 41.5, RRPO 41.9, SRPO 45.8",
     "qwen2.5-14b": "site: SRPO 43.2, TreeRL 37.0; secondary (unverified): GRPO 42.8, RRPO 44.3, SRPO 46.3",
 }
-PUBLISHED_BENCHMARK = {  # partial SRPO row, "probably OLMo" in the paper; HMMT is OLMo's
+PUBLISHED_BENCHMARK = {  # partial SRPO row, "probably OLMo" in docs/method.md section 7; HMMT is OLMo's
     ("olmo3-7b", "oly"): "SRPO 26.1 (partial row, model uncertain)",
     ("olmo3-7b", "commonsenseqa"): "SRPO 80.6 (partial row, model uncertain)",
     ("olmo3-7b", "hmmt_nov_2025"): "SRPO 15.6 +- 4.2, GRPO 11.1 +- 5.7",
     ("olmo3-7b", "math_l5"): "SRPO 67.5 (partial row, model uncertain)",
     ("olmo3-7b", "sciknoweval_materials"): "SRPO 55.9 (partial row, model uncertain)",
 }
-PUBLISHED_SPLITS = "1x4 (srpo / rrpo) best on most tasks; no per-split numbers in the paper"
+PUBLISHED_SPLITS = "1x4 (srpo / rrpo) best on most tasks; no per-split numbers in docs/method.md"
 PUBLISHED_LCB = {  # OLMo-3-7B, share of held-out tests passed (%), read off the paper's curves
     "start": 7.5, "grpo": 23.1, "rrpo": 24.5, "srpo": 29.8, "step": 11,
 }
@@ -272,7 +272,7 @@ def _pairing_of(methods: Sequence[str]) -> str:
 
 def main_table(rows: list[dict[str, Any]], *, methods: Sequence[str], title: str,
                published_benchmark: dict[tuple[str, str], str], published_average: dict[str, str],
-               published_column: str = "published (paper)") -> str:
+               published_column: str = "published (docs/method.md §7)") -> str:
     """Markdown: per model, benchmarks x methods (mean ± std over seeds) beside published numbers."""
     from respo.eval import AVERAGE, records_from_rows, summarize
 
@@ -322,7 +322,7 @@ def lcb_curves(rows: list[dict[str, Any]]) -> tuple[str, str, dict[tuple[str, st
                                            for (lab, me), pts in series.items() for s, mu, se in pts]
     md = ["# LiveCodeBench v6 medium: held-out tests passed (%) per training step", "",
           f"Loss pairing: {_pairing_of([me for _, me in series])}.",
-          f"Published (OLMo-3-7B, paper): all start near {PUBLISHED_LCB['start']}%; at step "
+          f"Published (OLMo-3-7B, docs/method.md §7): all start near {PUBLISHED_LCB['start']}%; at step "
           f"{PUBLISHED_LCB['step']} SRPO {PUBLISHED_LCB['srpo']}%, RRPO {PUBLISHED_LCB['rrpo']}%, "
           f"GRPO {PUBLISHED_LCB['grpo']}%.", "",
           "| model | method | " + " | ".join(f"step {s}" for s in range(12)) + " |",

@@ -42,7 +42,7 @@ METHOD_LABELS: dict[str, str] = {
 BASELINES: tuple[str, ...] = ("spo-tree", "treerl", "score", "critique-grpo")
 """The paper's published baselines (drawn dashed)."""
 PAPER_GRAD_RATIO = 2.5
-"""The paper's suffix/fresh per-token gradient ratio in one update (arXiv 2605.25507)."""
+"""The paper's suffix/fresh per-token gradient ratio in one update (docs/method.md section 7)."""
 
 
 def method_color(m: str) -> str:

@@ -689,7 +689,7 @@ def localization_table(suite: Suite, tag: str = "main") -> Table:
 
 
 def paper_comparison(suite: Suite, method: str = "srpo") -> Table:
-    """The paper's headline analysis numbers (OLMo-3-7B on LiveCodeBench, method.md section 7)
+    """The paper's headline analysis numbers (OLMo-3-7B on LiveCodeBench, docs/method.md section 7)
     next to this suite's values for ``method`` (tag ``main``). Different model and task: a
     comparison of direction and rough size only."""
     groups = suite.groups("main")

@@ -3,7 +3,7 @@
 ``respo eval run --model PATH --benchmarks oly math_l5 --data data/prepared --label-model OLMo
 --method srpo --seed 42 --out results/eval.jsonl`` loads a transformers causal LM (a local folder,
 or a hub id on a connected machine), runs the plain thought-by-thought agent without resets
-(greedy pass@1 by default, ``method.md`` section 6: temperature 0, one sample, at most 500 items)
+(greedy pass@1 by default, ``docs/method.md`` section 6: temperature 0, one sample, at most 500 items)
 and appends one JSON row per benchmark: model, method, seed, benchmark and the metrics
 (``mean_reward``, ``pass@k``). The benchmark ``arithmetic`` is the offline synthetic chains
 (held-out split) and ``gym:<generator>`` a reasoning-gym held-out split, for CPU runs.

@@ -1,4 +1,6 @@
-"""Configuration of the LLM trainer: frozen dataclasses whose field docstrings are the docs (P6).
+"""Configuration of the LLM trainer: frozen dataclasses whose field docstrings are the docs.
+
+Design rule P6 (docs/design.md): configuration is frozen dataclasses, parsed once.
 
 ``TrainConfig`` holds everything one run needs; nested ``ModelConfig``, ``SamplingConfig``,
 ``OptimConfig`` and ``EvalConfig`` group related knobs (``--model.name``, ``--optim.lr`` on the
@@ -6,7 +8,7 @@ command line, through tyro). Derived values are ``@property``; nothing is mutate
 construction. Named presets live in ``respo.presets``. Every run writes ``config.json``
 (``config_to_dict``) and a resumed run reads it back (``config_from_dict``).
 
-Defaults follow the paper's setup (``method.md`` section 6) where a default is meaningful at
+Defaults follow the paper's setup (``docs/method.md`` section 6) where a default is meaningful at
 every scale; presets shrink them for CPU runs.
 """
 
@@ -88,7 +90,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class SamplingConfig:
-    """How rollouts are generated and how SRPO localizes (``method.md`` sections 2 and 4)."""
+    """How rollouts are generated and how SRPO localizes (``docs/method.md`` sections 2 and 4)."""
 
     temperature: float = 0.7
     """Rollout temperature (the paper: 0.7)."""
@@ -139,7 +141,7 @@ class SamplingConfig:
     vllm_gpu_memory_utilization: float = 0.45
     """vLLM only: share of GPU memory the engine may take (the rest is the trainer's)."""
     vllm_max_model_len: int = 8192
-    """vLLM only: longest prompt + response in tokens (``method.md``: 2048 + 5120 <= 8192)."""
+    """vLLM only: longest prompt + response in tokens (``docs/method.md``: 2048 + 5120 <= 8192)."""
     vllm_enable_prefix_caching: bool = True
     """vLLM only: reuse KV blocks of shared prefixes (a reset group's n continuations)."""
     vllm_tensor_parallel_size: int = 1

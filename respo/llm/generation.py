@@ -10,14 +10,15 @@
 ``GroupBackend`` adds ``generate_groups(prompts, counts, ...)``: ``counts[i]`` samples of prompt
 i, with a per-prompt ``max_new_tokens`` and ``StopRule``, returned as one list per prompt. It is
 what lets ``LMSampler.extend_many`` serve every prompt of a training step (fresh draws, suffix
-groups from different reset prefixes) in ONE batched call (``llm-batching.md``). A backend
+groups from different reset prefixes) in ONE batched call (``experiments/LOG.md``, "Batched generation across a step's
+prompts"). A backend
 without it still works: the sampler then calls ``continue_group`` once per request.
 
 ``HFBackend`` implements them with a hand-written batched sampling loop over the model's
 ``DynamicCache``: left padding + attention mask + explicit position ids for ragged prompts, one
 prefill per distinct prompt (expanded n times with ``batch_repeat_interleave``), temperature and
-top-p sampling by inverse CDF from per-row uniforms (no global RNG, P7), finished rows pruned
-from the batch (``batch_select_indices``).
+top-p sampling by inverse CDF from per-row uniforms (no global RNG: design rule P7,
+docs/design.md), finished rows pruned from the batch (``batch_select_indices``).
 
 Random streams are per ROW, never per call: prompt i of a call has a seed (``seed[i]`` when a
 sequence is given; ``int_seed_for(seed, "prompt", i)`` for one int; ``continue_group`` uses
@@ -30,7 +31,7 @@ request, and the first m samples of a prompt are the same whether n = m or n > m
 cast to fp32 before
 sampling.
 
-Stopping (``StopRule``, ``method.md`` section 2), checked per row after every token:
+Stopping (``StopRule``, ``docs/method.md`` section 2), checked per row after every token:
 
 1. an EOS token (kept as the last generated token) -> ``stop_reason="eos"``, finished;
 2. a thought completes (the delimiter rule of ``respo.llm.thoughts``) and contains a final answer
@@ -46,7 +47,7 @@ Stopping (``StopRule``, ``method.md`` section 2), checked per row after every to
 
 Deviation from the paper's code, which makes one engine call per thought with the delimiter as a
 stop string and ``max_tokens=256``: sampling the whole response in one call and splitting on
-token ids gives the same distribution (``method.md`` section 2); what happens after a 256-token
+token ids gives the same distribution (``docs/method.md`` section 2); what happens after a 256-token
 thought in their code is not documented, so rule 4 is our choice and is configurable.
 
 Log-probs are ``log_softmax(logits / temperature)`` of the emitted token, before top-p filtering
@@ -92,9 +93,9 @@ class StopRule:
 
     fmt: ThoughtFormat | None = None
     max_thought_tokens: int | None = 256
-    """At most this many tokens per thought, delimiter included (``method.md``: 256)."""
+    """At most this many tokens per thought, delimiter included (``docs/method.md``: 256)."""
     max_thoughts: int | None = 20
-    """Stop after this many completed thoughts (``method.md``: 20)."""
+    """Stop after this many completed thoughts (``docs/method.md``: 20)."""
     overflow: Literal["force", "stop"] = "force"
     """What a thought reaching ``max_thought_tokens`` does: force the delimiter, or stop the row."""
 

@@ -1,12 +1,12 @@
 """LLM localizers (``respo.resets.Localizer[TokenState, backend]``): where did a failed chain go wrong?
 
-- ``PromptedSelfLocalizer`` (SRPO, ``method.md`` section 4): the policy itself, with its chat
+- ``PromptedSelfLocalizer`` (SRPO, ``docs/method.md`` section 4): the policy itself, with its chat
   template, reads its failed chain rendered as ``Step i: <text>`` (delimiters removed; no ground
   truth shown) and names the first erroneous step, ending with ``\\boxed{N}``. Sampling at
   temperature 0.3, up to 4096 new tokens, no stop strings (EOS only). Parse rules
   (``parse_localization``): the last ``\\boxed{integer}``; 0 means "no error" -> fallback; else the
   last "Step N" mention; else fallback; a number outside 1..n -> fallback.
-- ``ConfidenceLocalizer`` (CPU track, ``cpu-track.md``): one teacher-forced forward pass; the reset
+- ``ConfidenceLocalizer`` (CPU track, ``docs/cpu-track.md``): one teacher-forced forward pass; the reset
   step is the first thought holding a response token whose probability under the policy is below
   ``threshold``; none below -> fallback.
 
@@ -16,7 +16,7 @@ each request's rng, per-row random streams as in ``LMSampler.extend_many``, so t
 one-by-one ``locate``'s; same parse and fallback rules and counters), the confidence localizer one right-padded teacher-forced forward (split into chunks of
 at most ``max_batch_tokens`` padded tokens). ``localize/batches`` counts the backend / model calls.
 
-Deviation from the authors' code (P9): there every failure (unparseable, 0, exception) silently
+Deviation from the authors' code (design rule P9, docs/design.md): there every failure (unparseable, 0, exception) silently
 becomes step 1. Here only *parse* failures fall back, per ``fallback_mode`` (default "step1",
 their behaviour), always with ``fell_back=True`` and a reason, and they are counted
 (``pop_stats``). Exceptions from the backend or model propagate. Localization tokens are
@@ -65,7 +65,7 @@ def parse_localization(
 ) -> tuple[int | None, str]:
     """The step named by a localization reply, or (None, reason) when it must fall back.
 
-    Rules (``method.md`` section 4): the last ``\\boxed{integer}`` (``\\boxed{Step 3}`` counts as
+    Rules (``docs/method.md`` section 4): the last ``\\boxed{integer}`` (``\\boxed{Step 3}`` counts as
     3); 0 -> (None, "answered 0 (no error)"); otherwise the last "Step N" mention (only if
     ``step_mentions``); otherwise (None, "unparseable"). Any number outside 1..n_thoughts ->
     (None, "out of range ..."). Caveat (seen with SmolLM2-135M): a model that echoes the

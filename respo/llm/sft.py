@@ -2,7 +2,7 @@
 
 The RL phase needs a starting policy that is *imperfect and improvable*: it must solve the task
 often enough for rewards to vary within a group, and fail often enough for resets to matter. This
-module trains one from scratch (``cpu-track.md``): a ~1M-parameter Llama (hidden 128, 4 layers,
+module trains one from scratch (``docs/cpu-track.md``): a ~1M-parameter Llama (hidden 128, 4 layers,
 4 heads, intermediate 512, tied embeddings) over ``respo.llm.models.char_tokenizer``, on
 ``respo.tasks.synthetic`` chains of which ``error_frac`` (15%) carry one injected wrong step
 with the later steps consistent with it, so the model also learns to make (and carry) slips.
@@ -23,7 +23,7 @@ What lives here:
   whole batch (the fixed instruction text) is run once and its KV cache repeated over the batch,
   which gives the same logits as a full forward pass (a test checks it) at about half the cost.
 - ``train_sft(cfg)``: AdamW, linear warm-up then cosine decay over ``schedule_steps``; returns the
-  model and the per-step history. No I/O, no argv (P11).
+  model and the per-step history. No I/O, no argv (design rule P11, docs/design.md).
 - ``evaluate_policy``: greedy and sampled pass@1 of the plain agent with ``HFBackend`` and
   ``LMSampler`` (the objects the RL loop uses), plus the per-step error rate and the distribution
   of the first wrong step of sampled chains (``task.first_error``).
@@ -32,7 +32,7 @@ What lives here:
   folder loads with plain transformers, so the RL trainer can take it as ``--model.name <dir>``.
 
 Deviations: none from the paper, which starts from an instruction-tuned model; this warm-up is
-the CPU-track substitute for that model (``cpu-track.md``).
+the CPU-track substitute for that model (``docs/cpu-track.md``).
 """
 
 from __future__ import annotations
@@ -74,16 +74,17 @@ INFO_FILE = "sft.json"
 
 @dataclass(frozen=True)
 class SFTConfig:
-    """The supervised warm-up run (defaults: the measured starting point of ``cpu-track.md``)."""
+    """The supervised warm-up run (defaults: the measured starting point of ``docs/cpu-track.md``)."""
 
     hidden: int = 128
-    """Hidden size of the Llama (cpu-track.md: 128)."""
+    """Hidden size of the Llama (docs/cpu-track.md: 128)."""
     layers: int = 4
-    """Transformer layers (cpu-track.md: 4)."""
+    """Transformer layers (docs/cpu-track.md: 4)."""
     heads: int = 4
-    """Attention heads (cpu-track.md: 4)."""
+    """Attention heads (docs/cpu-track.md: 4)."""
     intermediate: int = 512
-    """MLP width (cpu-track.md: 512); with tied embeddings about 1.05M parameters in all."""
+    """MLP width (docs/cpu-track.md: 512); with tied embeddings and the 105-id character vocabulary
+    1,063,168 parameters in all."""
     steps: int = 500
     """Optimizer steps actually taken. With the bare prompt the transition comes at ~250-400
     steps (held-out greedy pass@1 0.24 / 0.48 / 0.91 after 250 / 300 / 400 steps of this 500-step
@@ -92,9 +93,9 @@ class SFTConfig:
     """Length of the cosine schedule (None = ``steps``). Setting it above ``steps`` describes a
     run stopped early: the model after ``steps`` steps of a longer schedule (snapshots)."""
     batch_size: int = 128
-    """Examples per optimizer step (cpu-track.md: 128). Each example is a fresh problem."""
+    """Examples per optimizer step (docs/cpu-track.md: 128). Each example is a fresh problem."""
     lr: float = 3e-3
-    """Peak AdamW learning rate (cpu-track.md: 3e-3)."""
+    """Peak AdamW learning rate (docs/cpu-track.md: 3e-3)."""
     warmup_steps: int = 20
     """Linear learning-rate warm-up steps before the cosine decay."""
     min_lr_frac: float = 0.0
@@ -107,7 +108,7 @@ class SFTConfig:
     """Clip the global gradient norm to this (0 disables)."""
     error_frac: float = 0.15
     """Fraction of training chains with one injected wrong step, later steps consistent with it
-    (cpu-track.md: 15%); makes the warmed-up policy imperfect in the way resets can fix."""
+    (docs/cpu-track.md: 15%); makes the warmed-up policy imperfect in the way resets can fix."""
     seed: int = 0
     """Root seed: model init ``int_seed_for(seed, "init")``, problems ``(seed, "data", "sft")``,
     corruptions ``(seed, "data", "warmup")``."""
@@ -530,7 +531,7 @@ def evaluate_policy(
     """Greedy pass@1 (one chain per problem, temperature 0) and sampled statistics.
 
     Sampled: ``n_samples`` chains per problem at ``temperature`` / ``top_p`` (default T = 1, no
-    nucleus, as in cpu-track.md), with pass@1, full-chain accuracy, per-step error rate and the
+    nucleus, as in docs/cpu-track.md), with pass@1, full-chain accuracy, per-step error rate and the
     first-error distribution (``chain_stats``). Keys: ``greedy_pass@1``, ``greedy_chain_acc``,
     ``greedy_step_error``, ``sampled_pass@1``, ``sampled_chain_acc``, ``step_error``,
     ``first_error``, ``hazard``, ... plus the settings. The model is put in eval mode.

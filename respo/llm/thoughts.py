@@ -1,6 +1,6 @@
 """Thoughts at the token level: split a response into steps, cut back to complete steps, find answers.
 
-A *thought* is the tokens up to and including a delimiter token sequence (``method.md`` section
+A *thought* is the tokens up to and including a delimiter token sequence (``docs/method.md`` section
 2: ``</thought>`` in the paper, a newline for small models). Splitting is done on token ids,
 never by re-tokenizing text, so concatenating the spans reproduces the ids exactly and a reset
 can continue from the exact ids of a prefix.
@@ -129,7 +129,7 @@ def truncate_to_complete(
 ) -> NDArray[np.int64]:
     """``ids`` cut back to the end of its last complete thought (may be empty).
 
-    ``method.md`` section 2: a response that runs out of budget is cut back to its last complete
+    ``docs/method.md`` section 2: a response that runs out of budget is cut back to its last complete
     thought.
     """
     arr = np.asarray(ids, dtype=np.int64)
@@ -194,7 +194,7 @@ class ThoughtFormat:
     """How thoughts are delimited and how a final answer is recognised, with the decoder.
 
     ``is_final(thought_ids)`` decodes a thought and asks ``detector`` for an answer: the
-    generation loop stops a row when a completed thought is final (``method.md``: the chain ends
+    generation loop stops a row when a completed thought is final (``docs/method.md``: the chain ends
     when a thought contains the final answer).
     """
 

@@ -2,7 +2,7 @@
 
 ``PAPER_PRESETS`` maps ``paper-<model>-<task>-<variant>`` to ``(description, TrainConfig)``, in
 the format of ``respo.presets.PRESETS`` (into which it is merged), with the values of
-the paper (arXiv 2605.25507):
+the paper (``docs/method.md`` section 6):
 
 - LoRA rank 64, alpha 64, on all linear layers (``ModelConfig.lora_*``); bf16 autocast and
   gradient checkpointing;
@@ -10,7 +10,7 @@ the paper (arXiv 2605.25507):
 - 32 prompts per step x 8 trained rollouts, mini-batches of 8 prompts (4 optimizer steps per
   step), one epoch over each step's batch;
 - rollouts at temperature 0.7, top-p 0.95; thoughts end with ``</thought>``, at most 20 thoughts
-  of at most 256 tokens and a 5120-token response (20 x 256; the paper: "about 5k"), the paper's
+  of at most 256 tokens and a 5120-token response (20 x 256; docs/method.md section 2: "about 5k"), the paper's
   completion prompt; SRPO localizes with the prompted policy at temperature 0.3, up to 4096
   tokens, falling back to step 1 (the authors' behaviour, counted in the metrics);
 - math: NuminaMath-CoT "olympiads", 400 training problems, 24 steps (2 epochs); code:
@@ -80,14 +80,14 @@ MODELS: dict[str, PaperModel] = {
 
 TEN_BENCHMARKS = ("oly", "acereason_math", "commonsenseqa", "sciknoweval_chemistry", "sciknoweval_physics",
                   "sciknoweval_biology", "sciknoweval_materials", "hmmt_nov_2025", "math_l5", "strategyqa")
-"""The paper's ten benchmarks (``respo.tasks.registry.BENCHMARKS``; paper arXiv 2605.25507)."""
+"""The paper's ten benchmarks (``respo.tasks.registry.BENCHMARKS``; docs/method.md section 6)."""
 
 TASKS: dict[str, PaperTask] = {
     "math": PaperTask("math", "olympiads_train", 400, 24, TEN_BENCHMARKS,
                       "NuminaMath-CoT olympiads (400 train / 100 held out, seed 42), 24 steps = 2 epochs"),
     "lcb": PaperTask("code", "lcb_v6_medium", 500, 11, ("lcb_v6_medium",),
                      "LiveCodeBench v6 medium (reward tests; held-out tests for evaluation), 11 steps; "
-                     "the paper gives no problem count: up to the 500-item cap of respo prepare"),
+                     "docs/method.md gives no problem count: up to the 500-item cap of respo prepare"),
 }
 
 BASELINE_VARIANTS = ("spo-tree", "treerl", "score", "critique-grpo")

@@ -4,7 +4,7 @@ A ``Problem`` is data (question, reference answer, metadata). A ``Task`` scores 
 ``reward(problem, response) -> float in [0, 1]`` and, for tasks that know their ground-truth
 steps, judges a chain of thoughts with ``first_error(problem, thoughts) -> int | None`` (the
 1-indexed first erroneous thought): the credit-assignment oracle on the LLM side. Rewards get no
-hidden keyword arguments (anti-pattern 8): a reward sees the problem and the response text only.
+hidden keyword arguments (docs/design.md, "Things we avoid"): a reward sees the problem and the response text only.
 ``check_input_file`` / ``input_lines`` read untrusted input files (data files, ``respo prepare``
 inputs) with size limits and errors that name the file and line.
 ``GuardedTask`` wraps a task for the trainer and the evaluator: a failure while scoring one

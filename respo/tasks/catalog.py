@@ -88,7 +88,7 @@ TASKS: dict[str, TaskFactory] = {
     "basic-arithmetic-easy": _basic_arithmetic_easy,
     "basic-arithmetic-add": _basic_arithmetic_add,
 }
-"""Training rewards use ``code`` (reward tests); evaluation uses ``code-heldout`` (method.md).
+"""Training rewards use ``code`` (reward tests); evaluation uses ``code-heldout`` (docs/method.md).
 The arithmetic tasks end with ``\\boxed{n}``, as the trainer's (``respo.llm.train_parts``).
 ``basic-arithmetic-easy`` / ``basic-arithmetic-add`` are ``gym-phrase:basic_arithmetic`` with two
 one-digit terms and ``+``/``-`` (resp. ``+`` only), no parentheses or negation: the easiest

@@ -2,7 +2,7 @@
 
 Multiple choice: ``problem.answer`` is the gold letter; ``problem.meta["choices"]`` (optional)
 lists the option texts in letter order, so a boxed option *text* also counts. Yes/no:
-``problem.answer`` is ``"yes"`` or ``"no"``. Rewards are 0/1 (``method.md`` section 5).
+``problem.answer`` is ``"yes"`` or ``"no"``. Rewards are 0/1 (``docs/method.md`` section 5).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 "stdin" | "functional"}`` under ``"tests"`` (the reward tests) and ``"heldout_tests"``, plus
 ``"fn_name"`` for functional problems (a method of ``class Solution`` or a top-level function;
 arguments are the input's JSON lines). The reward is the fraction of the chosen tests passed
-(``method.md`` section 5); the paper's LiveCodeBench figure is the share of *held-out* tests
+(``docs/method.md`` section 5); the paper's LiveCodeBench figure is the share of *held-out* tests
 passed, so evaluate with ``CodeTask(tests_key="heldout_tests")``.
 
 The program is the last fenced code block of the response (```` ```python ```` preferred). All

@@ -36,7 +36,7 @@ def extract_gym_answer(response: str, *, phrase: bool = False) -> str | None:
     """The last ``\\boxed{}``, else the last ``<answer>`` tag's content, else None.
 
     With ``phrase=True`` a final "the answer is N" (N a number) also counts, after the two
-    above: small instruct models (SmolLM2-135M) answer that way and never box (LOG.md).
+    above: small instruct models (SmolLM2-135M) answer that way and never box (experiments/LOG.md).
     """
     box = last_boxed(response)
     if box is not None:

@@ -2,7 +2,7 @@
 
 The reward is 1 when the last ``\\boxed{...}`` of the response is equivalent to the reference
 answer (fractions and decimals, ``\\frac``, sets, percentages, symbolic forms, as math-verify
-decides), else 0 (``method.md`` section 5: raw verifier score, no format reward).
+decides), else 0 (``docs/method.md`` section 5: raw verifier score, no format reward).
 
 Time bound: sympy can run for ever on inputs such as ``10^{10^{10^{10}}}``, and math-verify's own
 timeouts use ``signal.alarm`` (main thread only, and unable to interrupt long C-level arithmetic).
@@ -11,7 +11,8 @@ timeouts set to None; the parent waits at most ``timeout_s`` of wall-clock time,
 restarts the worker and scores 0. (A call after a kill also waits for the new worker's imports,
 about 1-3 s, which is not charged to ``timeout_s``.) Inputs are guarded before that: the box content is found by a
 linear scan and capped at ``MAX_BOXED_LEN`` characters. Every timeout, worker error and missing
-box is counted in ``MathVerifier.stats`` (P9: nothing is swallowed silently).
+box is counted in ``MathVerifier.stats`` (design rule P9 in docs/design.md: nothing is
+swallowed silently).
 
 Rules on top of math-verify (decided deliberately, applied in the parent before it asks the
 worker; each use is counted in ``stats``):

@@ -1,6 +1,6 @@
 """Reproduce the paper's data splits from hub rows (or local copies in the hub's formats).
 
-``method.md`` section 6:
+``docs/method.md`` section 6:
 
 - **olympiads**: NuminaMath-CoT rows with source ``olympiads`` and a verifiable boxed answer
   (the last ``\\boxed{}`` of the solution parses with math-verify); shuffled with seed 42 (the

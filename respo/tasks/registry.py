@@ -7,8 +7,8 @@ id, revision and row format were checked against. ``load_rows`` reads rows from 
 pinned revision, from local files in the hub's row formats (JSONL, JSON list, Parquet) or from a
 local repository snapshot (``<dir>/<owner>/<name>/``, as ``huggingface-cli download --local-dir``
 writes it). ``convert_rows`` turns rows into Problems and returns a ``LoadReport`` that counts
-every skipped row by reason and names the first few (P9: never silent), or raises on the first
-bad row with ``strict=True``.
+every skipped row by reason and names the first few (design rule P9 in docs/design.md: never
+silent), or raises on the first bad row with ``strict=True``.
 
 The paper lists benchmark names only; the ids, splits and selections follow the authors' public
 code (``Ankur-Samanta/SRPO``, ``training/scripts/prepare_datasets.py``) where it shows them. Two

@@ -10,7 +10,7 @@ A problem is a start value and a few tagged operations, e.g. (modulus 10)::
 
 Each solution line repeats its tag, the value it starts from, its operation and the result, so
 the gold line for every step is unique and the *first erroneous thought* of any chain is exact:
-the first line that differs from the gold line (``cpu-track.md``). The last line is the final
+the first line that differs from the gold line (``docs/cpu-track.md``). The last line is the final
 answer (``=8`` by default, or ``\\boxed{8}`` with ``answer_style="boxed"``). The alphabet is small
 (digits, ``+-*=:``, the tags ``a..z``, space and newline), so a character-level model learns it.
 
@@ -49,9 +49,9 @@ class ArithmeticSpec:
     """The difficulty knob of the arithmetic chains."""
 
     min_steps: int = 3
-    """Fewest operations per problem (cpu-track.md: 3)."""
+    """Fewest operations per problem (docs/cpu-track.md: 3)."""
     max_steps: int = 6
-    """Most operations per problem (cpu-track.md: 6; at most 26, one tag letter each)."""
+    """Most operations per problem (docs/cpu-track.md: 6; at most 26, one tag letter each)."""
     modulus: int = 10
     """All values are taken modulo this (10 keeps every number one character)."""
     ops: tuple[str, ...] = OPS
