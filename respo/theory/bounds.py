@@ -191,7 +191,7 @@ def caro_samples(tau: float, R: float = 1.0, *, n_actions: int = 2,
     """Q-rollouts for one CPI-CARO iteration (Theorem 1'): 2 |Y| ceil(128 R^2 log(4|Pi|/delta) / tau^2).
 
     Independent of p: the oracle's reset law keeps the mean advantage at >= tau. Finding the
-    reset states (about 1/p on-policy trajectories each) is not counted (theorem1.md (A3)).
+    reset states (about 1/p on-policy trajectories each) is not counted (``theory/theorem1.md``, assumption (A3)).
     """
     _check_tau_p(tau, 1.0, R)
     return _samples(tau, R, n_actions, log_n_policies, delta)
