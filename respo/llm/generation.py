@@ -197,13 +197,17 @@ def sample_next(
     return tok, logp
 
 
-class _Row:
-    """Bookkeeping of one output row of the sampling loop (CPU, python ints)."""
+class RowState:
+    """Bookkeeping of one output row while it is generated (python ints), shared by the
+    transformers loop here and the vLLM backend's rounds (``owner``: the prompt the row belongs
+    to; ``seed``: its sampling seed; ``rounds``: engine calls it took; unused by the loop here)."""
 
-    __slots__ = ("ids", "logprobs", "thought_start", "thoughts", "pending", "n_forced",
-                 "done", "finished", "reason")
+    __slots__ = ("owner", "seed", "ids", "logprobs", "thought_start", "thoughts", "pending",
+                 "n_forced", "done", "finished", "reason", "rounds")
 
-    def __init__(self) -> None:
+    def __init__(self, owner: int = -1, seed: int = 0) -> None:
+        self.owner = owner
+        self.seed = seed
         self.ids: list[int] = []
         self.logprobs: list[float] = []
         self.thought_start = 0
@@ -213,6 +217,7 @@ class _Row:
         self.done = False
         self.finished = False
         self.reason = ""
+        self.rounds = 0
 
     def stop(self, reason: str, finished: bool) -> None:
         self.done, self.reason, self.finished = True, reason, finished
@@ -244,7 +249,7 @@ def advance_row(row: Any, tok: int, lp: float, forced: bool, stop: StopRule | No
                 limit: int, eos_ids: frozenset[int]) -> None:
     """Append one sampled (or ``forced`` delimiter) token to ``row`` and apply the stop rules in
     order: EOS, the end of a final-answer thought, ``max_thoughts``, the per-thought cap (stop or
-    force the delimiter), the ``limit`` on new tokens. ``row``: ``_Row`` here, or any object with
+    force the delimiter), the ``limit`` on new tokens. ``row``: a ``RowState``, or any object with
     its fields (``VLLMBackend`` scans engine output with the same rules)."""
     row.ids.append(tok)
     row.logprobs.append(lp)
@@ -447,7 +452,7 @@ class HFBackend(GroupsFront):
                 mask, logits = mask[idx], logits[idx]
         next_pos = mask.sum(-1)
 
-        rows = [_Row() for _ in owner]
+        rows = [RowState() for _ in owner]
         active = list(range(len(rows)))  # output row index of each batch row
         for t in range(max(limits)):
             tok_t, logp_t = sample_next(logits, temperature=temperature, top_p=top_p,
@@ -484,6 +489,6 @@ class HFBackend(GroupsFront):
                                      row.finished, row.reason, row.n_forced))
         return out
 
-    def _advance(self, row: _Row, tok: int, lp: float, forced: bool, stop: StopRule | None,
+    def _advance(self, row: RowState, tok: int, lp: float, forced: bool, stop: StopRule | None,
                  max_new_tokens: int) -> None:
         advance_row(row, tok, lp, forced, stop, max_new_tokens, self.eos_ids)

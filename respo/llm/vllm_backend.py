@@ -106,7 +106,14 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from respo.llm.generation import Generation, GroupsFront, StopRule, advance_row, group_args
+from respo.llm.generation import (
+    Generation,
+    GroupsFront,
+    RowState,
+    StopRule,
+    advance_row,
+    group_args,
+)
 from respo.seeding import int_seed_for
 
 INSTALL_HINT = ("vLLM is not installed: install the optional extra with `pip install 'respo[vllm]'` "
@@ -314,37 +321,7 @@ def save_adapter(model: Any, folder: Path, *, state_dict: Mapping[str, Any] | No
     return folder
 
 
-# -- the scan that applies StopRule to returned ids ------------------------------------------------
-
-
-class _Row:
-    """One output row across rounds (python ints; mirrors ``HFBackend``'s bookkeeping)."""
-
-    __slots__ = ("owner", "seed", "ids", "logprobs", "thought_start", "thoughts", "pending",
-                 "n_forced", "done", "finished", "reason", "rounds")
-
-    def __init__(self, owner: int, seed: int) -> None:
-        self.owner = owner
-        self.seed = seed
-        self.ids: list[int] = []
-        self.logprobs: list[float] = []
-        self.thought_start = 0
-        self.thoughts = 0
-        self.pending: list[int] = []
-        self.n_forced = 0
-        self.done = False
-        self.finished = False
-        self.reason = ""
-        self.rounds = 0
-
-    def stop(self, reason: str, finished: bool) -> None:
-        self.done, self.reason, self.finished = True, reason, finished
-
-
-def _advance(row: _Row, tok: int, lp: float, forced: bool, stop: StopRule | None,
-             limit: int, eos_ids: frozenset[int]) -> None:
-    """Append one token and apply the stop rules of ``respo.llm.generation`` (the same code)."""
-    advance_row(row, tok, lp, forced, stop, limit, eos_ids)
+# -- reading the engine's outputs (rows stop by ``generation.advance_row``) ---------------------
 
 
 def _token_logprobs(comp: Any, toks: list[int]) -> list[float]:
@@ -450,7 +427,7 @@ class VLLMBackend(GroupsFront):
                                  f"max_model_len={self.max_model_len}")
         limits = [min(lim, r) for lim, r in zip(limits, room, strict=True)]  # a row ends at the context cap
 
-        rows = [_Row(i, int_seed_for(seeds[i], "generation", j))
+        rows = [RowState(i, int_seed_for(seeds[i], "generation", j))
                 for i, c in enumerate(counts) for j in range(c)]
         by_owner: list[list[int]] = [[] for _ in prompts]
         for r, row in enumerate(rows):
@@ -513,7 +490,7 @@ class VLLMBackend(GroupsFront):
             seed=int(seed) % SEED_MOD, logprobs=0, stop_token_ids=sorted(self.eos_ids),
             ignore_eos=True, detokenize=False, **NEUTRAL_SAMPLING)
 
-    def _consume(self, row: _Row, comp: Any, stop: StopRule | None, limit: int) -> None:
+    def _consume(self, row: RowState, comp: Any, stop: StopRule | None, limit: int) -> None:
         """Scan one returned completion into ``row``: cut at the first stop event or forced end."""
         toks = [int(t) for t in comp.token_ids]
         lps = _token_logprobs(comp, toks)
@@ -522,10 +499,10 @@ class VLLMBackend(GroupsFront):
         interrupted = False
         for tok, lp in zip(toks, lps, strict=True):
             used += 1
-            _advance(row, tok, lp, False, stop, limit, self.eos_ids)
+            advance_row(row, tok, lp, False, stop, limit, self.eos_ids)
             if row.pending and not row.done:  # force the delimiter; later sampled ids are void
                 while row.pending and not row.done:
-                    _advance(row, row.pending.pop(0), math.nan, True, stop, limit, self.eos_ids)
+                    advance_row(row, row.pending.pop(0), math.nan, True, stop, limit, self.eos_ids)
                 row.pending = []
                 interrupted = True
             if row.done or interrupted:
