@@ -55,9 +55,8 @@ def export(src: Path, dst: Path, note: str | None = None) -> tuple[list[str], li
                 shutil.copy2(run / f, dst / e["name"] / f)
         entries[e["name"]] = e
         copied.append(e["name"])
-    for f in ("warmup.json",):
-        if (src / f).is_file() and not (dst / f).is_file():
-            shutil.copy2(src / f, dst / f)
+    if (src / "warmup.json").is_file() and not (dst / "warmup.json").is_file():
+        shutil.copy2(src / "warmup.json", dst / "warmup.json")
     old["runs"] = list(entries.values())
     if note is not None:
         old["note"] = note

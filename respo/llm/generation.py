@@ -10,9 +10,9 @@
 ``GroupBackend`` adds ``generate_groups(prompts, counts, ...)``: ``counts[i]`` samples of prompt
 i, with a per-prompt ``max_new_tokens`` and ``StopRule``, returned as one list per prompt. It is
 what lets ``LMSampler.extend_many`` serve every prompt of a training step (fresh draws, suffix
-groups from different reset prefixes) in ONE batched call (``experiments/LOG.md``, "Batched generation across a step's
-prompts"). A backend
-without it still works: the sampler then calls ``continue_group`` once per request.
+groups from different reset prefixes) in ONE batched call (``experiments/LOG.md``, "Batched
+generation across a step's prompts"). A backend without it still works: the sampler then calls
+``continue_group`` once per request.
 
 ``HFBackend`` implements them with a hand-written batched sampling loop over the model's
 ``DynamicCache``: left padding + attention mask + explicit position ids for ragged prompts, one
@@ -249,8 +249,8 @@ def advance_row(row: Any, tok: int, lp: float, forced: bool, stop: StopRule | No
                 limit: int, eos_ids: frozenset[int]) -> None:
     """Append one sampled (or ``forced`` delimiter) token to ``row`` and apply the stop rules in
     order: EOS, the end of a final-answer thought, ``max_thoughts``, the per-thought cap (stop or
-    force the delimiter), the ``limit`` on new tokens. ``row``: a ``RowState``, or any object with
-    its fields (``VLLMBackend`` scans engine output with the same rules)."""
+    force the delimiter), the ``limit`` on new tokens. ``row``: a ``RowState`` (``VLLMBackend``
+    scans engine output with the same rules)."""
     row.ids.append(tok)
     row.logprobs.append(lp)
     row.n_forced += int(forced)
