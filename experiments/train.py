@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from presets import PRESETS, get_preset  # noqa: E402
+from respo.presets import PRESETS, get_preset  # noqa: E402
 
 # -- config -------------------------------------------------------------------------------------
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -27,19 +27,15 @@ import argparse
 import dataclasses
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/ (presets)
-
-from presets import get_preset  # noqa: E402
-
 from respo.llm.config import EvalConfig  # noqa: E402
 from respo.llm.train import train  # noqa: E402
 from respo.llm.train_parts import build_parts  # noqa: E402
+from respo.presets import get_preset  # noqa: E402
 
 PARTS = ("time/rollout", "time/prep", "time/diagnostics", "time/update")
 

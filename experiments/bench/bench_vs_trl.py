@@ -30,19 +30,17 @@ import argparse
 import copy
 import dataclasses
 import statistics
-import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "experiments"))
 
 import torch  # noqa: E402
-from presets import get_preset  # noqa: E402
 
 from respo.llm.config import TrainConfig  # noqa: E402
 from respo.llm.train import train  # noqa: E402
 from respo.llm.train_parts import build_parts, build_task  # noqa: E402
+from respo.presets import get_preset  # noqa: E402
 
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 ap.add_argument("--prompts", type=int, default=4)
