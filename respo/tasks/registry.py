@@ -87,6 +87,9 @@ class LoadReport:
     """The commit the rows came from (hub), or the registry's pin (local files)."""
     origin: str = ""
     """``hub``, or the local file / snapshot folder read."""
+    pinned: bool = True
+    """Whether ``revision`` is the registry's pin (checked against public evidence); False for a
+    source with no pin found offline, whose rows come from whatever ``main`` held at load time."""
     kept: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
     """Defective rows by reason (missing/unverifiable answer, wrong type, empty question...)."""
@@ -100,14 +103,16 @@ class LoadReport:
 
     def summary(self) -> str:
         filt = ", ".join(f"{k}={v}" for k, v in sorted(self.filtered.items())) or "none"
+        pin = "" if self.pinned else f" [UNPINNED: read at {self.revision or 'no fixed revision'}, not a checked pin]"
         if not self.skipped:
-            return f"{self.source}: kept {self.kept}, filtered ({filt}), skipped 0"
+            return f"{self.source}: kept {self.kept}, filtered ({filt}), skipped 0{pin}"
         reasons = ", ".join(f"{k}={v}" for k, v in sorted(self.skipped.items()))
         return (f"{self.source}: kept {self.kept}, filtered ({filt}), skipped {self.n_skipped} ({reasons}); "
-                f"e.g. {self.examples[:3]}")
+                f"e.g. {self.examples[:3]}{pin}")
 
     def as_dict(self) -> dict[str, Any]:
-        return {"hub_id": self.hub_id, "revision": self.revision, "origin": self.origin, "kept": self.kept,
+        return {"hub_id": self.hub_id, "revision": self.revision, "pinned": self.pinned, "origin": self.origin,
+                "kept": self.kept,
                 "skipped": dict(self.skipped), "filtered": dict(self.filtered), "examples": list(self.examples)}
 
 
@@ -532,7 +537,7 @@ def convert_rows(name: str, rows: Iterable[Row], *, strict: bool = False,
     """
     src = source(name)
     conv = convert or src.convert
-    report = LoadReport(name, hub_id=src.hub_id, revision=src.revision)
+    report = LoadReport(name, hub_id=src.hub_id, revision=src.revision, pinned=src.revision is not None)
     out: list[Problem] = []
     for i, row in enumerate(rows):
         try:
