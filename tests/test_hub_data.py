@@ -180,3 +180,11 @@ def test_unpinned_source_is_flagged_in_manifest_and_warned(fake_hub, tmp_path, c
     assert m["unpinned_sources"] == ["acereason_math"]
     assert (m["sources"]["acereason_math"]["revision"], m["sources"]["acereason_math"]["pinned"]) == (None, False)
     assert m["sources"]["strategyqa"]["pinned"] is True
+
+
+def test_sciknoweval_free_text_types_are_filtered_not_skipped():
+    base = {"question": "q", "answer": "free text", "domain": "Chemistry", "details": {"level": "L3"},
+            "answerKey": "", "choices": {"text": [], "label": []}}
+    rows = [{**base, "type": t} for t in ("filling", "open-ended-qa", "relation_extraction")]
+    probs, rep = convert_rows("sciknoweval_chemistry", rows)
+    assert probs == [] and rep.skipped == {} and rep.filtered == {"other_type": 3}
