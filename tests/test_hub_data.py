@@ -158,3 +158,33 @@ def test_manifest_records_revisions(fake_hub, tmp_path):
     assert ace["revision"] == "c0ffee" * 6 + "abcd"
     assert {path: rev for path, _, _, rev in fake_hub.loads}["nvidia/AceReason-Math"] == ace["revision"]
     assert json.loads((tmp_path / "hub" / "manifest.json").read_text())["sources"]["acereason_math"] == ace
+
+
+def test_unpinned_source_is_flagged_in_manifest_and_warned(fake_hub, tmp_path, capsys):
+    for repo, flat in (("nvidia/AceReason-Math", "acereason_math"), ("MathArena/hmmt_nov_2025", "hmmt_nov_2025")):
+        (tmp_path / "extra" / repo).mkdir(parents=True)
+        shutil.copy(HUB / f"{flat}.jsonl", tmp_path / "extra" / repo / "train.jsonl")
+    m = run(PrepareConfig(out=tmp_path / "hub", only=("acereason_math", "hmmt_nov_2025"), check_answers=False))
+    ace, hmmt = m["sources"]["acereason_math"], m["sources"]["hmmt_nov_2025"]
+    # the commit main resolved to is recorded, but never passed off as a checked pin
+    assert (ace["revision"], ace["pinned"]) == ("c0ffee" * 6 + "abcd", False)
+    assert (hmmt["revision"], hmmt["pinned"]) == (SOURCES["hmmt_nov_2025"].revision, True)
+    assert m["unpinned_sources"] == ["acereason_math"]
+    out = capsys.readouterr()
+    assert "WARNING: acereason_math has no pinned revision" in out.err
+    assert "acereason_math: kept" in out.out and "UNPINNED" in out.out
+    assert "hmmt_nov_2025" not in out.err
+    # offline, from local files: the same flag (the registry has no pin to report)
+    m = run(PrepareConfig(out=tmp_path / "local", local=HUB, only=("acereason_math", "strategyqa"),
+                          check_answers=False))
+    assert m["unpinned_sources"] == ["acereason_math"]
+    assert (m["sources"]["acereason_math"]["revision"], m["sources"]["acereason_math"]["pinned"]) == (None, False)
+    assert m["sources"]["strategyqa"]["pinned"] is True
+
+
+def test_sciknoweval_free_text_types_are_filtered_not_skipped():
+    base = {"question": "q", "answer": "free text", "domain": "Chemistry", "details": {"level": "L3"},
+            "answerKey": "", "choices": {"text": [], "label": []}}
+    rows = [{**base, "type": t} for t in ("filling", "open-ended-qa", "relation_extraction")]
+    probs, rep = convert_rows("sciknoweval_chemistry", rows)
+    assert probs == [] and rep.skipped == {} and rep.filtered == {"other_type": 3}

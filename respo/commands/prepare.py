@@ -4,8 +4,10 @@ Reads each dataset from the hub at its pinned revision (a connected machine) or,
 ``--local DIR``, from files named ``<dataset>.jsonl`` / ``.json`` / ``.parquet`` in the hub's row
 format or repository snapshots ``DIR/<owner>/<name>/`` (see ``respo.tasks.registry``). Writes ``<out>/<split>.jsonl`` for ``olympiads_train``, ``oly``,
 ``lcb_v6_medium`` and the other benchmarks, and ``<out>/manifest.json`` with each file's sha256
-and row count and, per source, the hub id, the revision the rows came from, where they were read,
-and the rows kept, filtered and skipped (by reason, first rows named).
+and row count and, per source, the hub id, the revision the rows came from, whether that revision
+is the registry's checked pin (``pinned``; ``unpinned_sources`` lists the others, also warned
+about on stderr), where they were read, and the rows kept, filtered and skipped (by reason, first
+rows named).
 The same inputs and seed give byte-identical files. Skipped rows are printed, never hidden;
 ``--strict`` stops at the first bad row instead.
 """
@@ -75,14 +77,20 @@ def run(cfg: PrepareConfig) -> dict[str, object]:
         data = dumps_jsonl(problems)
         (cfg.out / f"{name}.jsonl").write_bytes(data)
         files[name] = {"rows": len(problems), "sha256": sha256(data)}
+    unpinned = sorted(k for k, v in reports.items() if not v.pinned)
     manifest: dict[str, object] = {
         "seed": cfg.seed, "source": str(cfg.local) if cfg.local else "hub", "n_train": cfg.n_train,
         "n_test": cfg.n_test, "cap": cfg.cap, "lcb_scope": cfg.lcb_scope, "files": files,
         "sources": {k: v.as_dict() for k, v in sorted(reports.items())},
+        "unpinned_sources": unpinned,
     }
     (cfg.out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     for r in reports.values():
         print(f"[prepare] {r.summary()}")
+    for name in unpinned:
+        print(f"[prepare] WARNING: {name} has no pinned revision (none found offline); its rows came from "
+              f"{reports[name].revision or 'an unrecorded revision'}; check and pin it in respo/tasks/registry.py",
+              file=sys.stderr)
     for name, f in files.items():
         print(f"[prepare] wrote {cfg.out / (name + '.jsonl')}: {f['rows']} rows")
     return manifest

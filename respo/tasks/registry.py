@@ -87,6 +87,9 @@ class LoadReport:
     """The commit the rows came from (hub), or the registry's pin (local files)."""
     origin: str = ""
     """``hub``, or the local file / snapshot folder read."""
+    pinned: bool = True
+    """Whether ``revision`` is the registry's pin (checked against public evidence); False for a
+    source with no pin found offline, whose rows come from whatever ``main`` held at load time."""
     kept: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
     """Defective rows by reason (missing/unverifiable answer, wrong type, empty question...)."""
@@ -100,14 +103,16 @@ class LoadReport:
 
     def summary(self) -> str:
         filt = ", ".join(f"{k}={v}" for k, v in sorted(self.filtered.items())) or "none"
+        pin = "" if self.pinned else f" [UNPINNED: read at {self.revision or 'no fixed revision'}, not a checked pin]"
         if not self.skipped:
-            return f"{self.source}: kept {self.kept}, filtered ({filt}), skipped 0"
+            return f"{self.source}: kept {self.kept}, filtered ({filt}), skipped 0{pin}"
         reasons = ", ".join(f"{k}={v}" for k, v in sorted(self.skipped.items()))
         return (f"{self.source}: kept {self.kept}, filtered ({filt}), skipped {self.n_skipped} ({reasons}); "
-                f"e.g. {self.examples[:3]}")
+                f"e.g. {self.examples[:3]}{pin}")
 
     def as_dict(self) -> dict[str, Any]:
-        return {"hub_id": self.hub_id, "revision": self.revision, "origin": self.origin, "kept": self.kept,
+        return {"hub_id": self.hub_id, "revision": self.revision, "pinned": self.pinned, "origin": self.origin,
+                "kept": self.kept,
                 "skipped": dict(self.skipped), "filtered": dict(self.filtered), "examples": list(self.examples)}
 
 
@@ -298,8 +303,10 @@ def convert_csqa(row: Row, index: int) -> Problem:
     return _mc_problem(_rid(row, ["id"], index, "csqa"), _str(row, "question"), labels, texts, row.get("answerKey"))
 
 
-SCIKNOWEVAL_FREE_TEXT = ("filling", "open-ended-qa")
-"""SciKnowEval row types with a free-text answer: no choice to verify, filtered out by design."""
+SCIKNOWEVAL_FREE_TEXT = ("filling", "open-ended-qa", "relation_extraction")
+"""SciKnowEval row types with a free-text answer: no choice to verify, filtered out by design.
+V2 has six types: these three, ``mcq-4-choices``, ``mcq-2-choices`` and ``true_or_false``
+(``relation_extraction`` rows are L2 in V2, so the level filter drops them first)."""
 
 
 def _yes_no_key(row: Row) -> str:
@@ -361,15 +368,19 @@ LCB_RELEASE_V6 = ("test.jsonl", "test2.jsonl", "test3.jsonl", "test4.jsonl", "te
 
 _SRPO = "authors' code Ankur-Samanta/SRPO training/scripts/prepare_datasets.py"
 _LCB_EVIDENCE = (
-    "revision 0fe84c39 pinned by several public projects that read test*.jsonl at it, test6.jsonl "
-    "included; fields and private-test encoding (base64, zlib, pickle, JSON) as the " + _SRPO + " and "
-    "lasgroup/SDPO's loader decode them; the repository keeps code_generation_lite.py, so the files "
-    "are read directly")
+    "revision 0fe84c39 pinned by several public projects that read test.jsonl .. test6.jsonl at it "
+    "(one expects 1,055 rows there: release_v6, and lists each file's size and LFS sha256); fields and "
+    "private-test encoding (base64, zlib, pickle, JSON) as the " + _SRPO + " and lasgroup/SDPO's "
+    "loader decode them; scope: the authors' code loads version_tag='release_v6' (medium, no date "
+    "window); the repository keeps code_generation_lite.py, so the files are read directly")
 _SKE_EVIDENCE = (
     "dataset card declares one config v2 (split test, data/v2/sciknoweval_test_v2.jsonl); revision "
-    "92ef969a pinned as 'SciKnowEval V2' by a public project; row format (choices.text/label, "
-    "answerKey, answer, type, domain, details.level) as in the GitHub repository HICAI-ZJU/SciKnowEval "
-    "raw_data (V2) and the " + _SRPO + "; the hub file itself was not read offline")
+    "92ef969a pinned as 'SciKnowEval V2' by several public projects, one a loader (NVIDIA-NeMo/Gym "
+    "benchmarks/sciknoweval) that reads that file at it, expects 28,392 rows, and takes the gold of "
+    "mcq rows from answerKey and of true_or_false rows from answer (Yes/No), as the " + _SRPO + " "
+    "loads config v2 and does; row format (choices.text/label, answerKey, answer, type, domain, "
+    "details.level) as in the GitHub repository HICAI-ZJU/SciKnowEval raw_data (V2); the hub file "
+    "itself was not read offline")
 
 SOURCES: dict[str, Source] = {s.name: s for s in [
     Source("numina_olympiads", "AI-MO/NuminaMath-CoT", "train", "math", convert_numina,
@@ -385,8 +396,10 @@ SOURCES: dict[str, Source] = {s.name: s for s in [
            description="LiveCodeBench, only the problems release_v6 added (test6.jsonl), medium"),
     Source("acereason_math", "nvidia/AceReason-Math", "train", "math", convert_acereason, None,
            evidence="unpinned: no public record of a full commit found offline (a mirror page shows the "
-                    "card's last commit as 87d58d8, abbreviated); fields problem/answer, split train as on "
-                    "the dataset card and in public loaders"),
+                    "card's last commit as 87d58d8, abbreviated); to fill on a connected machine with "
+                    "huggingface_hub.HfApi().dataset_info('nvidia/AceReason-Math').sha (until then the "
+                    "manifest marks it pinned=false); fields problem/answer, split train as on the dataset "
+                    "card and in public loaders"),
     Source("commonsenseqa", "tau/commonsense_qa", "validation", "choice", convert_csqa,
            "94630fe30dad47192a8546eb75f094926d47e155",
            evidence="revision pinned by several public projects; validation split (test has no labels), "
@@ -398,11 +411,12 @@ SOURCES: dict[str, Source] = {s.name: s for s in [
                      ("Materials", "Material"))],
     Source("hmmt_nov_2025", "MathArena/hmmt_nov_2025", "train", "math", convert_hmmt,
            "118dbfb45c4c9467c672268ed55166642897aa46",
-           evidence="revision pinned by two public evaluation projects (30 problems); split train, fields "
+           evidence="revision pinned by several public evaluation projects (30 problems); split train, fields "
                     "problem/answer as in the authors' training/scripts/prepare_new_evals.py"),
     Source("math_l5", "DigitalLearningGmbH/MATH-lighteval", "test", "math", convert_math_l5,
            "0530c78699ea5e8eb5530600900e1f328b48acad",
-           evidence="revision pinned by a public evaluation catalog; fields problem/level/solution/type. The "
+           evidence="revision pinned by several public projects and evaluation catalogs; fields "
+                    "problem/level/solution/type. The "
                     "authors' training/scripts/prepare_math_level5.py reads another mirror of the same MATH "
                     "test problems, EleutherAI/hendrycks_math (per subject), which this entry does not use"),
     Source("strategyqa", "ChilleD/StrategyQA", "test", "yesno", convert_strategyqa,
@@ -532,7 +546,7 @@ def convert_rows(name: str, rows: Iterable[Row], *, strict: bool = False,
     """
     src = source(name)
     conv = convert or src.convert
-    report = LoadReport(name, hub_id=src.hub_id, revision=src.revision)
+    report = LoadReport(name, hub_id=src.hub_id, revision=src.revision, pinned=src.revision is not None)
     out: list[Problem] = []
     for i, row in enumerate(rows):
         try:
