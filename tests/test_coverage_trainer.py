@@ -120,3 +120,39 @@ def test_coverage_suites_are_paired_seed_major_and_tuned_on_validation():
     quick = presets.suite_runs("coverage-quick")
     assert {(r.setting, r.arm) for r in quick if r.setting == "p50"} == {("p50", "grpo")}
     assert {r.arm for r in quick if r.setting == "p03"} == {"grpo", "rrpo", "srpo", "oracle"}
+
+
+def test_update_attention_switches_the_update_only_and_changes_it_little():
+    """``model.update_attention="eager"``: the update's forwards run with eager attention, the
+    generation forwards with the model's own (sdpa); the rollouts are the same and the loss
+    nearly so; the setting is restored after every forward."""
+    from respo.llm.train_parts import build_parts
+
+    rows = {}
+    for attn in ("same", "eager"):
+        cfg = dataclasses.replace(_cfg("grpo", seed=3), steps=1, eval=EvalConfig(),
+                                  model=dataclasses.replace(_cfg().model, update_attention=attn))
+        parts = build_parts(cfg)
+        seen = []
+        orig = parts.model.forward
+
+        def spy(*a, _orig=orig, _seen=seen, _conf=parts.model.config, **kw):
+            _seen.append((_conf._attn_implementation, torch.is_grad_enabled()))
+            return _orig(*a, **kw)
+
+        parts.model.forward = spy
+        (rows[attn],) = list(train(cfg, parts))
+        grad_impls = {impl for impl, grad in seen if grad}
+        assert grad_impls == ({"sdpa"} if attn == "same" else {"eager"})
+        assert parts.model.config._attn_implementation == "sdpa"
+        assert seen[0][0] == "sdpa"  # the first forward is generation
+    assert rows["same"]["tokens/generated"] == rows["eager"]["tokens/generated"]
+    a, b = rows["same"]["loss/loss"], rows["eager"]["loss/loss"]
+    assert abs(a - b) <= 0.05 * abs(a) + 1e-3
+
+
+def test_bad_update_attention_is_named():
+    from respo.llm.config import ModelConfig
+
+    with pytest.raises(ValueError, match="model.update_attention"):
+        ModelConfig(update_attention="flash")

@@ -3,7 +3,8 @@ number, so that a refactor of the trainer that changes a result fails here.
 
 The runs use the coverage testbed's settings (the shipped ``sft-warmup-hard`` model, which solves
 some problems and fails others, so advantages, resets and updates are all non-trivial) shrunk to
-three steps of four prompts with a held-out evaluation at the start and the end. Wall-clock keys
+three steps of four prompts with a held-out evaluation at the start and the end, with the update
+in fp32 (the preset's bf16 update is not reproducible across CPUs to 1e-6). Wall-clock keys
 are left out; every other key must be present in both and equal (floats within 1e-6 relative).
 
 Regenerate (only when a change of result is intended, and say so in experiments/LOG.md):
@@ -31,7 +32,11 @@ def golden_config(variant: str) -> Any:
     from respo.presets import get_preset
 
     base = get_preset("cpu-coverage")
-    model = dataclasses.replace(base.model, sft_shipped_dir=str(ROOT / base.model.sft_shipped_dir))
+    # fp32 throughout: a bf16 update differs between CPUs (kernels and blocking follow the CPU;
+    # the committed bf16 goldens moved by up to 2e-3 relative on another 2-core machine), fp32
+    # by float noise only.
+    model = dataclasses.replace(base.model, sft_shipped_dir=str(ROOT / base.model.sft_shipped_dir),
+                                update_dtype="same", update_attention="same")
     return dataclasses.replace(
         base, name=f"golden-{variant}", variant=variant, steps=3, prompts_per_step=4,
         minibatch_prompts=4, micro_batch_chains=32, checkpoint_every=0, model=model,

@@ -5,7 +5,7 @@ setting is a live ``respo.llm.train.train`` generator; one step of each in turn,
 see the same machine load) and prints the median seconds per step, split into rollout
 (generation + localization), prep (the extra no-grad forwards for old log-probs), diagnostics
 (per-token gradient magnitudes) and update (forward + backward + AdamW), then the ratios against
-the first setting. Also times one held-out evaluation of each evaluation setting.
+the first setting and the committed suite's. Also times one held-out evaluation of each evaluation setting.
 
 Settings (on ``cpu-coverage``, which the coverage suites use):
 
@@ -14,9 +14,16 @@ Settings (on ``cpu-coverage``, which the coverage suites use):
   log-probs), gradient diagnostics every step, fp32 update;
 - ``1-opt``: one optimizer step per RL step, no per-step diagnostics, fp32 update;
 - ``bf16``: ``1-opt`` with the update's forward and backward in bf16 (``update_dtype``);
-- ``after``: ``bf16`` with the reset variants' parent search in at most two rounds of generation
+- ``rest``: ``bf16`` with the reset variants' parent search in at most two rounds of generation
   (``reset_search="rest"``; the never-needed chains are reported as speculative tokens): the
-  ``cpu-coverage`` preset.
+  ``cpu-coverage`` preset as the committed coverage runs used it;
+- ``eager``: ``rest`` with eager attention in the bf16 update (``update_attention``): the
+  ``cpu-coverage`` preset now (the CPU flash-attention backward kernel of ``sdpa`` took half the
+  update time at these shapes);
+- ``bf16-gen``: ``eager`` with generation in bf16 too (``dtype="bfloat16"``), for comparison.
+
+Ratios are printed against ``before`` and against ``rest``; the evaluation is timed in fp32 and
+under bf16 autocast.
 
     .venv/bin/python experiments/bench/bench_cpu_step.py --variants grpo srpo --steps 6
 """
@@ -24,6 +31,7 @@ Settings (on ``cpu-coverage``, which the coverage suites use):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import statistics
@@ -42,12 +50,16 @@ PARTS = ("time/rollout", "time/prep", "time/diagnostics", "time/update")
 
 def settings(base):  # name -> config
     seq = dataclasses.replace(base.sampling, reset_search="sequential")
-    fp32 = dataclasses.replace(base.model, update_dtype="same")
+    fp32 = dataclasses.replace(base.model, update_dtype="same", update_attention="same")
     before = dataclasses.replace(base, minibatch_prompts=4, micro_batch_chains=32, diagnostics_every=1,
                                  model=fp32, sampling=seq)
     one = dataclasses.replace(base, diagnostics_every=0, model=fp32, sampling=seq)
-    bf16 = dataclasses.replace(one, model=base.model)
-    return {"before": before, "1-opt": one, "bf16": bf16, "after": base}
+    bf16 = dataclasses.replace(one, model=dataclasses.replace(base.model, update_attention="same"))
+    rest = dataclasses.replace(bf16, sampling=base.sampling)
+    eager = dataclasses.replace(rest, model=dataclasses.replace(rest.model, update_attention="eager"))
+    allbf = dataclasses.replace(eager, model=dataclasses.replace(eager.model, dtype="bfloat16"))
+    return {"before": before, "1-opt": one, "bf16": bf16, "rest": rest, "eager": eager,
+            "bf16-gen": allbf}
 
 
 def main() -> int:
@@ -76,34 +88,44 @@ def main() -> int:
                    for p in (*PARTS, "time/step", "tokens/generated", "tokens/generated_chains",
                              "tokens/speculative")}
             out[name] = med
-        ref = out["before"]["time/step"]
+        ref, mid = out["before"]["time/step"], out["rest"]["time/step"]
         print(f"\n{variant} ({args.task}, {args.threads} thread(s), median of {args.steps} interleaved steps)")
-        print(f"{'setting':8s} {'step s':>7s} {'rollout':>8s} {'prep':>6s} {'diag':>6s} {'update':>7s} {'speed-up':>9s}")
+        print(f"{'setting':9s} {'step s':>7s} {'rollout':>8s} {'prep':>6s} {'diag':>6s} {'update':>7s} "
+              f"{'vs before':>10s} {'vs rest':>8s}")
         for name, med in out.items():
-            print(f"{name:8s} {med['time/step']:7.2f} {med['time/rollout']:8.2f} {med['time/prep']:6.2f} "
-                  f"{med['time/diagnostics']:6.2f} {med['time/update']:7.2f} {ref / med['time/step']:8.2f}x")
-        print(f"generated tokens per step: {out['after']['tokens/generated']:.0f} "
-              f"({out['after']['tokens/generated_chains']:.0f} chains), speculative "
-              f"{out['after']['tokens/speculative']:.0f}")
-        upd = out["1-opt"]["time/update"] / out["bf16"]["time/update"]
-        print(f"bf16 update alone: {upd:.2f}x faster update ({out['1-opt']['time/update']:.2f} s -> "
-              f"{out['bf16']['time/update']:.2f} s); two-round search alone: "
-              f"{out['bf16']['time/rollout'] / out['after']['time/rollout']:.2f}x faster rollout")
+            print(f"{name:9s} {med['time/step']:7.2f} {med['time/rollout']:8.2f} {med['time/prep']:6.2f} "
+                  f"{med['time/diagnostics']:6.2f} {med['time/update']:7.2f} {ref / med['time/step']:9.2f}x "
+                  f"{mid / med['time/step']:7.2f}x")
+        print(f"generated tokens per step: {out['rest']['tokens/generated']:.0f} "
+              f"({out['rest']['tokens/generated_chains']:.0f} chains), speculative "
+              f"{out['rest']['tokens/speculative']:.0f}")
+        r = {k: out[k] for k in out}
+        print(f"bf16 update alone: {r['1-opt']['time/update'] / r['bf16']['time/update']:.2f}x faster update; "
+              f"two-round search alone: {r['bf16']['time/rollout'] / r['rest']['time/rollout']:.2f}x faster "
+              f"rollout; eager attention in the bf16 update: {r['rest']['time/update'] / r['eager']['time/update']:.2f}x "
+              f"faster update; bf16 generation: {r['eager']['time/rollout'] / r['bf16-gen']['time/rollout']:.2f}x "
+              f"faster rollout")
         report["variants"][variant] = out
 
-    # -- one evaluation: the first track's (256 problems, greedy + sampled) vs the coverage one -----
+    # -- one evaluation: the first track's (256 problems, greedy + sampled) vs the coverage one, in
+    # fp32 and under the bf16 autocast a bf16-generation run evaluates in -------------------------
     base = dataclasses.replace(get_preset("cpu-coverage"), variant="grpo", task=args.task)
-    evals = {"before (256, greedy+sampled)": EvalConfig(every=8, problems=256, seed=1000),
-             "after (512, sampled + coverage)": base.eval}
+    evals = {"before (256, greedy+sampled)": (EvalConfig(every=8, problems=256, seed=1000), None),
+             "rest (512, sampled + coverage)": (base.eval, None),
+             "bf16 (512, sampled + coverage)": (base.eval, torch.bfloat16)}
     times = {}
-    for name, ev in evals.items():
+    for name, (ev, dt) in evals.items():
         parts = build_parts(dataclasses.replace(base, eval=ev))
         probs = list(parts.eval_problems)[: ev.problems]
-        parts.evaluate(None, probs[:32])  # warm
-        t0 = time.perf_counter()
-        parts.evaluate(None, probs)
+        ctx = torch.autocast("cpu", dtype=dt) if dt is not None else contextlib.nullcontext()
+        with ctx:
+            parts.evaluate(None, probs[:32])  # warm
+            t0 = time.perf_counter()
+            got = parts.evaluate(None, probs)
         times[name] = time.perf_counter() - t0
-        print(f"evaluation {name}: {times[name]:.1f} s")
+        print(f"evaluation {name}: {times[name]:.1f} s (sampled pass@1 {got['sampled_pass@1']:.3f})")
+    print(f"bf16 evaluation: {times['rest (512, sampled + coverage)'] / times['bf16 (512, sampled + coverage)']:.2f}x "
+          f"faster")
     report["eval_s"] = times
     if args.out is not None:
         args.out.write_text(json.dumps(report, indent=1))

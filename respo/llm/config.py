@@ -63,13 +63,25 @@ class ModelConfig:
     tiny_layers: int = 2
     """Layers of the ``tiny`` model."""
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
-    """Compute dtype: ``auto`` = bf16 autocast on CUDA, fp32 on CPU (fp32 was faster than bf16 for
-    tiny models on the CPU track). Weights and optimizer state stay fp32."""
+    """Compute dtype of generation and of the held-out evaluation (which measures the sampling
+    policy, so it runs in the same precision), and of the update unless ``update_dtype`` says
+    otherwise: ``auto`` = bf16 autocast on CUDA, fp32 on CPU (at the track model's size bf16
+    decoding is not faster on a CPU). Weights and optimizer state stay fp32."""
     update_dtype: Literal["same", "bfloat16"] = "same"
     """Autocast dtype of the update's forwards and backward (old log-probs, loss, gradients):
     ``same`` = as ``dtype``; ``bfloat16`` = bf16 autocast there while generation keeps ``dtype``.
-    On this 2-core CPU (AMX) a bf16 forward + backward of the 1M-parameter track model is about
-    1.5x faster than fp32, while bf16 decoding is slower (``experiments/bench/bench_cpu_step.py``)."""
+    On this 2-core CPU (AMX), with eager attention (``update_attention``), a bf16 forward + backward
+    of the 1M-parameter track model is about 1.6x faster than fp32; bf16 decoding of the training
+    rollouts (``dtype="bfloat16"``) is not faster (0.9-1.1x), only the larger evaluation batches
+    are (about 1.4x) (``experiments/bench/bench_cpu_step.py``)."""
+    update_attention: Literal["same", "eager", "sdpa"] = "same"
+    """Attention implementation of the update's forwards and backward (transformers'
+    ``attn_implementation``; ``same`` = the model's own, ``sdpa`` for the models respo builds).
+    Generation always uses the model's own. With a bf16 update on this 2-core CPU, ``eager`` makes
+    the forward + backward of the 1M-parameter track model about 1.8x faster than ``sdpa`` (the
+    whole update, AdamW included, about 1.55x), whose
+    CPU flash-attention backward kernel takes half the update time at these shapes (head size 32,
+    about 70 positions); in fp32 the two are equally fast (``experiments/bench/bench_cpu_step.py``)."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass (transformers' gradient checkpointing): less
     memory for long responses, about a third more compute."""
@@ -86,6 +98,10 @@ class ModelConfig:
         check_number("model.lora_alpha", self.lora_alpha, low=0, strict=True)
         check_number("model.tiny_hidden", self.tiny_hidden, low=1, integer=True)
         check_number("model.tiny_layers", self.tiny_layers, low=1, integer=True)
+        for name, ok in (("dtype", ("auto", "float32", "bfloat16")), ("update_dtype", ("same", "bfloat16")),
+                         ("update_attention", ("same", "eager", "sdpa"))):
+            if getattr(self, name) not in ok:
+                raise ValueError(f"model.{name} must be one of {', '.join(ok)}; got {getattr(self, name)!r}")
 
 
 @dataclass(frozen=True)

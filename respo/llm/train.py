@@ -372,11 +372,42 @@ def accepts_logits_to_keep(model: Any) -> bool:
     return "logits_to_keep" in inspect.signature(inner.forward).parameters
 
 
-def _logits(model: Any, m: _Micro, dtype: torch.dtype | None, keep: bool = False) -> torch.Tensor:
-    """Logits of target positions t = k0 .. L-2, shape [n, L-1-k0, V]."""
+def _hf_config(model: Any) -> Any:
+    """The transformers config of ``model`` through DDP / FSDP1 (``.module``) and PEFT wrappers."""
+    inner = model
+    for _ in range(4):
+        if hasattr(inner, "config") and hasattr(inner.config, "_attn_implementation"):
+            return inner.config
+        inner = getattr(inner, "module", None)
+        if inner is None:
+            break
+    return None
+
+
+@contextlib.contextmanager
+def attention_implementation(model: Any, impl: str | None) -> Iterator[None]:
+    """Run the block with transformers' attention ``impl`` (``eager``, ``sdpa``); None or
+    ``same``: unchanged. The layers read the shared config at every forward, so this switches the
+    wrapped and the unwrapped model alike; the previous value is restored on exit."""
+    conf = _hf_config(model) if impl not in (None, "same") else None
+    if conf is None:
+        yield
+        return
+    old = conf._attn_implementation
+    conf._attn_implementation = impl
+    try:
+        yield
+    finally:
+        conf._attn_implementation = old
+
+
+def _logits(model: Any, m: _Micro, dtype: torch.dtype | None, keep: bool = False,
+            attn: str | None = None) -> torch.Tensor:
+    """Logits of target positions t = k0 .. L-2, shape [n, L-1-k0, V] (``attn``: the attention
+    implementation to use, ``attention_implementation``)."""
     ctx = torch.autocast(m.ids.device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
     width = m.ids.shape[1]
-    with ctx:
+    with ctx, attention_implementation(model, attn):
         if keep:  # logits of positions k0 .. L-1 only
             logits = model(input_ids=m.ids, attention_mask=m.attn, logits_to_keep=width - m.first).logits
         else:
@@ -385,14 +416,16 @@ def _logits(model: Any, m: _Micro, dtype: torch.dtype | None, keep: bool = False
 
 
 def _logp(model: Any, m: _Micro, temperature: float, dtype: torch.dtype | None,
-          keep: bool = False) -> torch.Tensor:
+          keep: bool = False, attn: str | None = None) -> torch.Tensor:
     """log pi(token_{t+1} | tokens_<=t) for target positions t = k0 .. L-2, shape [n, L-1-k0]."""
-    return token_logprobs(_logits(model, m, dtype, keep), m.ids[:, m.first + 1:], temperature=temperature)
+    return token_logprobs(_logits(model, m, dtype, keep, attn), m.ids[:, m.first + 1:],
+                          temperature=temperature)
 
 
 def token_grad_magnitudes(model: Any, m: _Micro, loss_fn: Callable[..., Any], *, agg: str,
                           norm: torch.Tensor, temperature: float, dtype: torch.dtype | None,
-                          keep: bool, clip_eps: float, clip_c: float | None) -> torch.Tensor:
+                          keep: bool, clip_eps: float, clip_c: float | None,
+                          attn: str | None = None) -> torch.Tensor:
     """Per-token gradient magnitude ``|| d loss / d logits_t ||_2`` at the current weights, [n, T].
 
     The loss is the run's own (``loss_fn`` with its aggregation and mini-batch ``norm``), with the
@@ -401,7 +434,7 @@ def token_grad_magnitudes(model: Any, m: _Micro, loss_fn: Callable[..., Any], *,
     |grad|" of the paper's gradient-concentration figure, measured where the loss enters the model.
     """
     with torch.no_grad():
-        z = _logits(model, m, dtype, keep).float()
+        z = _logits(model, m, dtype, keep, attn).float()
     z.requires_grad_(True)
     with torch.enable_grad():
         logp = token_logprobs(z, m.ids[:, m.first + 1:], temperature=temperature)
@@ -543,6 +576,7 @@ def train(
     gen_dtype = autocast_dtype(cfg, device)
     # The update's forwards and backward may run in bf16 while generation keeps its dtype.
     ac_dtype = torch.bfloat16 if cfg.model.update_dtype == "bfloat16" else gen_dtype
+    upd_attn = cfg.model.update_attention
 
     model = parts.model.to(device)
     model.eval()
@@ -601,9 +635,13 @@ def train(
     mb_local = cfg.minibatch_prompts // world
     n_train = len(parts.train_problems)
     eval0: dict[str, float] = {}
+    def gen_ctx() -> Any:  # the generation precision; evaluation measures the sampling policy
+        return torch.autocast(device.type, dtype=gen_dtype) if gen_dtype is not None else contextlib.nullcontext()
+
     if parts.evaluate is not None and cfg.eval.at_start and start_step == 0 and cfg.steps > 0:
         if main:
-            ev = parts.evaluate(policy, list(parts.eval_problems)[: cfg.eval.problems])
+            with gen_ctx():
+                ev = parts.evaluate(policy, list(parts.eval_problems)[: cfg.eval.problems])
             eval0 = {f"eval0/{k}": float(v) for k, v in ev.items()}
         acc.wait_for_everyone()
     prev_checkpoint_s: float | None = None  # written after the previous step's metrics line
@@ -616,10 +654,8 @@ def train(
         t0 = time.perf_counter()
         for src in parts.stats_sources:  # counters start at zero for this step
             src()
-        gen_ctx = (torch.autocast(device.type, dtype=gen_dtype) if gen_dtype is not None
-                   else contextlib.nullcontext())
         probs = [parts.train_problems[idx[j]] for j in mine]
-        with torch.no_grad(), gen_ctx:
+        with torch.no_grad(), gen_ctx():
             # All prompts of the step in lock-step: a batching sampler serves each round at once.
             buffers: list[Buffer[Any]] = build_buffers(
                 parts.sampler, parts.localizer, policy, [parts.root(p) for p in probs],
@@ -663,16 +699,16 @@ def train(
                     # The first mini-batch is trained before any update of this step, so its old
                     # log-probs are its own forward, detached (the same function: no dropout).
                     if mi > 0 or prob_mask > 0:
-                        m.old_logp = _logp(fwd, m, temperature, ac_dtype, keep)
+                        m.old_logp = _logp(fwd, m, temperature, ac_dtype, keep, upd_attn)
                     if prob_mask > 0:  # SPO's probability mask: confident tokens are not trained
                         m.mask = m.mask & (m.old_logp.exp() < prob_mask)
                     if cfg.kl_coef > 0:
                         if ref_model is not None:
-                            m.ref_logp = _logp(ref_model, m, temperature, ac_dtype, keep_ref)
+                            m.ref_logp = _logp(ref_model, m, temperature, ac_dtype, keep_ref, upd_attn)
                         else:
                             peft_model: Any = model
                             with peft_model.disable_adapter():
-                                m.ref_logp = _logp(fwd, m, temperature, ac_dtype, keep)
+                                m.ref_logp = _logp(fwd, m, temperature, ac_dtype, keep, upd_attn)
         t_prep = time.perf_counter() - t0
 
         # -- gradient diagnostics (pre-update weights) -------------------------------------------
@@ -691,7 +727,8 @@ def train(
                 for m, where in zip(mb, mwhere, strict=True):
                     g = token_grad_magnitudes(fwd, m, loss_fn, agg=obj.agg, norm=norm,
                                               temperature=temperature, dtype=ac_dtype, keep=keep,
-                                              clip_eps=cfg.clip_eps, clip_c=cfg.clip_c).double()
+                                              clip_eps=cfg.clip_eps, clip_c=cfg.clip_c,
+                                              attn=upd_attn).double()
                     for row, (bi, ci) in enumerate(where):
                         role = buffers[bi].role[ci]
                         k = 2 if role == "fresh" else 0  # suffix-like: every derived chain
@@ -743,7 +780,7 @@ def train(
                     sync = ki == len(mb) - 1
                     ctx = acc.no_sync(wrapped) if (world > 1 and not sync) else contextlib.nullcontext()
                     with ctx:
-                        logp = _logp(wrapped, m, temperature, ac_dtype, keep)
+                        logp = _logp(wrapped, m, temperature, ac_dtype, keep, upd_attn)
                         if m.old_logp is None:  # first mini-batch, before any update
                             m.old_logp = logp.detach()
                         loss, st = loss_fn(logp, m.old_logp, m.adv, m.mask, agg=obj.agg,
@@ -862,7 +899,8 @@ def train(
                 (step + 1) % cfg.eval.every == 0 or step + 1 == cfg.steps):
             t0 = time.perf_counter()
             if main:
-                ev = parts.evaluate(policy, list(parts.eval_problems)[: cfg.eval.problems])
+                with gen_ctx():
+                    ev = parts.evaluate(policy, list(parts.eval_problems)[: cfg.eval.problems])
                 metrics.update({f"eval/{k}": float(v) for k, v in ev.items()})
             acc.wait_for_everyone()
             metrics["time/eval"] = time.perf_counter() - t0

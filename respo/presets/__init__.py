@@ -70,14 +70,14 @@ PRESETS: dict[str, tuple[str, TrainConfig]] = {
         "CPU coverage testbed: the sft-warmup-hard model (600 steps, slips mostly at the hard "
         "operation *7) on arithmetic-hard:<f> (each step is *7 with probability f, the coverage "
         "knob), 16 prompts x 8 rollouts, one optimizer step per RL step at lr 1e-4 (chosen on the "
-        "validation split, experiments/LOG.md), bf16 update, the parent search in at most two rounds "
+        "validation split, experiments/LOG.md), bf16 update with eager attention, the parent search in at most two rounds "
         "(reset_search='rest'), 40 steps, sampled pass@1 (T = 1) and "
         "the measured coverage on 512 held-out problems before training and every 8 steps.",
         TrainConfig(
             name="cpu-coverage", variant="grpo", task="arithmetic-hard:0.3", train_problems=2000,
             steps=40, prompts_per_step=16, minibatch_prompts=16, micro_batch_chains=128,
             checkpoint_every=8, diagnostics_every=0,
-            model=ModelConfig(name="sft-warmup-hard", update_dtype="bfloat16"),
+            model=ModelConfig(name="sft-warmup-hard", update_dtype="bfloat16", update_attention="eager"),
             sampling=SamplingConfig(temperature=1.0, top_p=1.0, delimiter="\n", max_thoughts=10,
                                     max_thought_tokens=16, max_response_tokens=128,
                                     prompt_variant="bare", localizer="confidence",
