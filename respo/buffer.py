@@ -351,6 +351,7 @@ def build_buffers(
         raise ValueError(f"{len(roots)} roots but {len(rngs)} random-stream sets")
     if search not in ("sequential", "rest"):
         raise ValueError(f"search must be 'sequential' or 'rest', got {search!r}")
+    coros: list[Generator_[Any, Any, Buffer[S]]]
     if builder == "reset":
         coros = [_fill(localizer is not None, r, split, g, success, search)
                  for r, g in zip(roots, rngs, strict=True)]
