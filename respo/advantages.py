@@ -11,15 +11,23 @@ Frameworks disagree on the details, and the differences matter at group size 4:
 - no scaling at all (Dr. GRPO style mean-centring) -> ``ADVANTAGES["center"]``.
 
 One scalar per chain; the trainer broadcasts it to the chain's trained tokens.
+
+The published baselines assign credit on tokens (a tree's shared segment and its leaves) from
+their buffers' ``source`` links: ``TOKEN_ADVANTAGES`` (their functions live in
+``respo.baselines.advantages``). The two registries share the advantage names of
+``respo.variants``; the trainer looks a name up in ``TOKEN_ADVANTAGES`` first, then in
+``ADVANTAGES``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Literal
+from collections.abc import Callable, Sequence
+from typing import Literal, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
+
+from respo.baselines.advantages import critique_tokens, score_tokens, spo_tree_tokens, treerl_tokens
 
 F = NDArray[np.float64]
 Int = NDArray[np.int64]
@@ -118,3 +126,32 @@ def get_advantage(name: str) -> AdvantageFn:
         return ADVANTAGES[name]
     except KeyError:
         raise ValueError(f"unknown advantage {name!r}; valid: {', '.join(ADVANTAGES)}") from None
+
+
+Segments = list[tuple[int, float | None]]
+"""A chain's advantages on its tokens: ``[(pos_0, a_0), (pos_1, a_1), ...]`` with ascending
+positions; tokens ``pos_k <= t < pos_{k+1}`` (indices into the chain's ids) get ``a_k``, tokens
+before ``pos_0`` and tokens of a segment whose value is None are not trained. GRPO / RRPO / SRPO:
+one segment from the trained start."""
+
+
+class BaselineOptions(Protocol):
+    """The run's baseline settings a token-level advantage may read
+    (``respo.llm.config.BaselineConfig`` is one)."""
+
+    @property
+    def score_alpha(self) -> float: ...
+
+
+TokenAdvantageFn = Callable[[F, Sequence[int], Sequence[int], Sequence[int], BaselineOptions], list[Segments]]
+"""``(rewards[N], source[N], starts[N], prompt_lens[N], opts) -> Segments per chain`` for one
+prompt's buffer: ``source`` its links, ``starts[i]`` chain i's first trained token, ``prompt_lens[i]``
+its prompt length (``respo.baselines.advantages``)."""
+
+TOKEN_ADVANTAGES: dict[str, TokenAdvantageFn] = {
+    "spo_tree": spo_tree_tokens,
+    "treerl": treerl_tokens,
+    "score": score_tokens,
+    "critique": critique_tokens,
+}
+"""Token-level advantage registry of the published baselines (their buffers carry ``source``)."""

@@ -1,4 +1,5 @@
-"""Fill one prompt's rollout buffer for any variant (``docs/method.md`` section 3), once, for both worlds.
+"""Fill one prompt's rollout buffer for the reset variants (``docs/method.md`` section 3), once,
+for both worlds: the reset seam's builder, GRPO's all-fresh group included.
 
 ``build_buffer(sampler, localizer, policy, root, split=..., rngs=...)``:
 
@@ -19,9 +20,13 @@ Every fallback is returned in ``BufferStats`` (design rule P9, docs/design.md). 
 explicit (no slot arithmetic).
 
 ``build_buffers`` runs the same logic for all prompts of a step in lock-step (each prompt's
-builder is a coroutine that yields its sampling and localization requests), so a sampler with
-``extend_many`` (one batched generate per round) or a localizer with ``locate_many`` serves every
-prompt at once; ``build_buffer`` is the one-prompt case.
+builder is a coroutine that yields its sampling and localization requests, ``Extend`` and
+``Locate``), so a sampler with ``extend_many`` (one batched generate per round) or a localizer
+with ``locate_many`` serves every prompt at once; ``build_buffer`` is the one-prompt case.
+
+The published baselines' builders (tree, two-attempt, critique) live in
+``respo.baselines.builders``; ``build_buffers`` runs them with the same driver (``builder=``).
+Their own requests carry a ``serve`` method, so this module knows only the two above.
 """
 
 from __future__ import annotations
@@ -79,9 +84,12 @@ class BufferStats:
 class Buffer(Generic[S]):
     """One prompt's trained chains with explicit group ids and roles, plus what was not trained.
 
-    ``chains[i]`` belongs to group ``group[i]``; ``role[i]`` is "fresh" or "suffix". ``parents``
-    and ``locates`` align: parent j was localized to ``locates[j]`` (its suffix group, if any, has
-    id ``suffix_group_of[j]``, else -1). ``generated`` lists every chain sampled, trained or not.
+    ``chains[i]`` belongs to group ``group[i]``; ``role[i]`` is "fresh" or "suffix" (the
+    baselines add "branch", "second" and "refine"). ``parents`` (the glossary's: failed chains
+    reset into, never trained) and ``locates`` align: parent j was localized to ``locates[j]``
+    (its suffix group, if any, has id ``suffix_group_of[j]``, else -1). ``generated`` lists every
+    chain sampled, trained or not. The baselines' buffers have no parents; their fields are the
+    last four below.
     """
 
     chains: list[Chain[S]]
@@ -92,23 +100,36 @@ class Buffer(Generic[S]):
     suffix_group_of: list[int] = field(default_factory=list)
     generated: list[Chain[S]] = field(default_factory=list)
     stats: BufferStats = field(default_factory=BufferStats)
-    source: list[int] = field(default_factory=list)
-    """Baselines only (else empty): ``source[i]`` is the index in ``chains`` of the chain that
-    chain i was derived from (a tree branch's first chain, SCoRe's first attempt, Critique-GRPO's
-    critiqued response), -1 for a chain drawn from the problem."""
-    offpolicy: list[bool] = field(default_factory=list)
-    """Baselines only (else empty): chains whose tokens were sampled under another context
-    (Critique-GRPO's refinements, trained as answers to the bare problem)."""
     speculative: list[Chain[S]] = field(default_factory=list)
     """``search="rest"`` only (else empty): fresh chains drawn in the parent search after the
     buffer was already complete. Drawing them in one round saves rounds of generation; the
     method as specified (one attempt at a time) would never have drawn them, so they are in
     neither ``generated`` nor ``stats.fresh_attempts``, and are counted apart."""
+    source: list[int] = field(default_factory=list)
+    """Baselines only (else empty): ``source[i]`` is the index in ``chains`` of the chain that
+    chain i was derived from (a tree branch's first chain, SCoRe's first attempt), -1 for a chain
+    drawn from the problem (and for Critique-GRPO's refinements, trained as answers to it)."""
+    offpolicy: list[bool] = field(default_factory=list)
+    """Baselines only (else empty): chains whose tokens were sampled under another context
+    (Critique-GRPO's refinements, trained as answers to the bare problem)."""
+    branch_points: list[LocateResult] = field(default_factory=list)
+    """Tree baselines only (else empty): ``branch_points[m]`` is where the first chain
+    ``chains[m]`` was cut, as a thought index with its fallback flag. First chains are trained:
+    they are not parents, but their branch points are reported like reset steps
+    (``localized``)."""
 
     @property
     def rewards(self) -> NDArray[np.float64]:
         """Rewards of the trained chains, shape [N]."""
         return np.array([c.reward for c in self.chains], dtype=np.float64)
+
+    def localized(self) -> list[tuple[Chain[S], LocateResult]]:
+        """Every chain whose thought was picked, with the pick: each parent with its reset step,
+        then each tree first chain with its branch point. The ``reset/*`` metrics
+        (``buffer_metrics``) and the ``resets`` of ``rollouts.jsonl`` report these pairs, so for
+        the tree baselines those serialized names count branch points."""
+        return (list(zip(self.parents, self.locates, strict=True))
+                + [(self.chains[m], bp) for m, bp in enumerate(self.branch_points)])
 
     def groups(self, role: str) -> list[int]:
         """Distinct group ids with the given role, in order of appearance."""
@@ -120,7 +141,7 @@ class Buffer(Generic[S]):
 
 
 @dataclass(frozen=True)
-class _Extend(Generic[S]):
+class Extend(Generic[S]):
     """A request from a prompt's builder: n continuations of ``prefix`` drawn with ``rng``."""
 
     prefix: tuple[S, ...]
@@ -129,66 +150,11 @@ class _Extend(Generic[S]):
 
 
 @dataclass(frozen=True)
-class _Locate(Generic[S]):
+class Locate(Generic[S]):
     """A request from a prompt's builder: localize ``parent`` with ``rng``."""
 
     parent: Chain[S]
     rng: Generator
-
-
-@dataclass(frozen=True)
-class _Cut(Generic[S]):
-    """A request from a tree builder: where to branch ``chain`` (a ``Cutter``'s answer)."""
-
-    chain: Chain[S]
-    rng: Generator
-
-
-@dataclass(frozen=True)
-class _Followup(Generic[S]):
-    """A request from SCoRe / Critique-GRPO builders: the root state of a follow-up prompt that
-    shows ``chain`` (``kind`` "retry": a self-correction instruction; "critique": a critique of it
-    and a refinement instruction), from ``sampler.followup_root(chain, kind)``."""
-
-    chain: Chain[S]
-    kind: str
-
-
-@dataclass(frozen=True)
-class _Reroot(Generic[S]):
-    """A request from the Critique-GRPO builder: ``chain``'s response re-based on the problem's
-    own prompt ``root`` (``sampler.reroot(chain, root)``), i.e. trained as an answer to it."""
-
-    chain: Chain[S]
-    root: S
-
-
-@dataclass(frozen=True)
-class CutResult(Generic[S]):
-    """Where a tree branches a chain: ``prefix`` (``chain.states[:k]``, possibly ending in a
-    state inside a thought) is continued by the branches; ``token`` is the branch position in the
-    chain's token ids when the world has tokens; ``fell_back`` when no cut rule applied (the
-    prefix is then the bare problem and the branches are fresh chains)."""
-
-    prefix: tuple[S, ...]
-    token: int | None = None
-    fell_back: bool = False
-    reason: str = ""
-    step: int | None = None
-    """The thought (1-indexed) the branches re-sample from its start or from inside it; None:
-    ``len(prefix)`` (the prefix ends at a thought boundary)."""
-
-    @property
-    def thought(self) -> int:
-        """The branch's thought index as a reset step (1..n_thoughts of the chain)."""
-        return self.step if self.step is not None else len(self.prefix)
-
-
-@runtime_checkable
-class Cutter(Protocol[S, Pol]):
-    """Picks a tree's branch point in a chain (SPO-Tree: a token count; TreeRL: an entropy peak)."""
-
-    def cut(self, policy: Pol, chain: Chain[S], *, rng: Generator) -> CutResult[S]: ...
 
 
 @runtime_checkable
@@ -216,7 +182,7 @@ class BatchLocalizer(Protocol[S, Pol]):
 
 def _fill(
     has_localizer: bool, root: S, split: Split, rngs: Rngs, success: float, search: str = "sequential"
-) -> Generator_[_Extend[S] | _Locate[S], Any, Buffer[S]]:
+) -> Generator_[Extend[S] | Locate[S], Any, Buffer[S]]:
     """One prompt's buffer as a coroutine: it yields sampling and localization requests and
     receives their answers, so a driver can serve many prompts in lock-step."""
     root_prefix: tuple[S, ...] = (root,)
@@ -234,10 +200,10 @@ def _fill(
             speculative=speculative,
         )
 
-    def fresh(n: int) -> Generator_[_Extend[S], Any, list[Chain[S]]]:
+    def fresh(n: int) -> Generator_[Extend[S], Any, list[Chain[S]]]:
         if n <= 0:
             return []
-        out: list[Chain[S]] = yield _Extend(root_prefix, n, rngs.fresh)
+        out: list[Chain[S]] = yield Extend(root_prefix, n, rngs.fresh)
         generated.extend(out)
         stats.fresh_attempts += len(out)
         return out
@@ -256,7 +222,7 @@ def _fill(
         n = min(missing, split.max_fresh - len(attempts))
         if search == "rest" and attempts:  # later rounds: every attempt still allowed, at once
             n = split.max_fresh - len(attempts)
-        drawn: list[Chain[S]] = yield _Extend(root_prefix, n, rngs.fresh)
+        drawn: list[Chain[S]] = yield Extend(root_prefix, n, rngs.fresh)
         for c in drawn:
             if len(parents) >= split.parents and len(g1) >= split.fresh:
                 speculative.append(c)  # drawn after the buffer was complete: never needed
@@ -288,7 +254,7 @@ def _fill(
     next_group = 1  # group 0 is G1
     extra_fresh = 0
     for parent in parents:
-        loc: LocateResult = yield _Locate(parent, rngs.localize)
+        loc: LocateResult = yield Locate(parent, rngs.localize)
         locates.append(loc)
         stats.locate_fallbacks += int(loc.fell_back)
         if loc.step is None:
@@ -298,7 +264,7 @@ def _fill(
             continue
         if not 1 <= loc.step <= parent.n_thoughts:
             raise ValueError(f"localizer returned step {loc.step} outside 1..{parent.n_thoughts}")
-        suffixes: list[Chain[S]] = yield _Extend(parent.states[: loc.step], split.suffix, rngs.suffix)
+        suffixes: list[Chain[S]] = yield Extend(parent.states[: loc.step], split.suffix, rngs.suffix)
         generated.extend(suffixes)
         chains.extend(suffixes)
         group_ids.extend([next_group] * len(suffixes))
@@ -323,99 +289,8 @@ def _fill(
     )
 
 
-def _fill_baseline(
-    builder: str, root: S, split: Split, rngs: Rngs, success: float
-) -> Generator_[Any, Any, Buffer[S]]:
-    """The published baselines' buffers (``respo.variants`` builders other than "reset").
-
-    ``tree``: ``split.fresh`` first chains; each is cut once (``_Cut``) and continued
-    ``split.suffix`` times from the cut (SPO-Tree, TreeRL: 2 x (1 + 3) = 8 leaves). Every leaf is
-    trained; ``source`` links a branch to its first chain.
-    ``two_attempt`` (SCoRe): ``split.fresh`` first attempts; the first ``split.parents`` of them
-    each get one second attempt from a follow-up prompt that shows it ("retry").
-    ``critique`` (Critique-GRPO): ``split.fresh + split.parents`` responses, each critiqued and
-    refined once (``_Followup`` "critique"); ``split.parents`` refinements are kept, the correct
-    ones first (then the best-scoring), re-based on the bare problem prompt (``_Reroot``), marked
-    off-policy and put in place of the first ``split.parents`` responses (the authors' code
-    overwrites slot 0): 7 responses + 1 refinement trained, 16 chains generated.
-    Requests come in lists (one per round), so a batching sampler serves a round at once.
-    """
-    stats = BufferStats()
-    generated: list[Chain[S]] = []
-    n_first = split.fresh + (split.parents if builder == "critique" else 0)
-    firsts: list[Chain[S]] = (yield [_Extend((root,), n_first, rngs.fresh)])[0]
-    generated.extend(firsts)
-    stats.fresh_attempts += len(firsts)
-    chains: list[Chain[S]] = list(firsts)
-    role = ["fresh"] * len(firsts)
-    source = [-1] * len(firsts)
-    parents: list[Chain[S]] = []
-    locates: list[LocateResult] = []
-    offpolicy = [False] * len(firsts)
-    if builder == "tree":
-        cuts: list[CutResult[S]] = yield [_Cut(c, rngs.localize) for c in firsts]
-        kids: list[list[Chain[S]]] = yield [_Extend(cut.prefix, split.suffix, rngs.suffix) for cut in cuts]
-        for m, (c, cut, ks) in enumerate(zip(firsts, cuts, kids, strict=True)):
-            parents.append(c)
-            locates.append(LocateResult(cut.thought, cut.fell_back, cut.reason))
-            stats.locate_fallbacks += int(cut.fell_back)
-            generated.extend(ks)
-            chains.extend(ks)
-            role += ["branch"] * len(ks)
-            source += [m] * len(ks)
-            offpolicy += [False] * len(ks)
-    elif builder == "two_attempt":
-        picked = list(range(min(split.parents, len(firsts))))
-        roots2: list[S] = yield [_Followup(firsts[i], "retry") for i in picked]
-        outs: list[list[Chain[S]]] = yield [_Extend((r,), 1, rngs.suffix) for r in roots2]
-        for i, (c,) in zip(picked, outs, strict=True):  # parents stay empty: nothing is localized
-            generated.append(c)
-            chains.append(c)
-            role.append("second")
-            source.append(i)
-            offpolicy.append(False)
-    elif builder == "critique":
-        # Every response is critiqued and refined once; ``split.parents`` refinements are kept
-        # (correct ones first, in order, then the best-scoring) and replace the first
-        # ``split.parents`` responses, so the group is split.fresh responses + split.parents
-        # refinements. ``firsts`` holds split.fresh + split.parents responses here (see above).
-        roots2 = yield [_Followup(c, "critique") for c in firsts]
-        outs = yield [_Extend((r,), 1, rngs.suffix) for r in roots2]
-        refined = [o[0] for o in outs]
-        generated.extend(refined)
-        order = sorted(range(len(refined)), key=lambda i: (refined[i].reward < success, -refined[i].reward, i))
-        keep = order[: split.parents]
-        kept: list[Chain[S]] = yield [_Reroot(refined[i], root) for i in keep]
-        n_drop = len(keep)
-        chains = chains[n_drop:] + kept
-        role = role[n_drop:] + ["refine"] * len(kept)
-        source = [-1] * len(chains)
-        offpolicy = [False] * (len(firsts) - n_drop) + [True] * len(kept)
-    else:
-        raise ValueError(f"unknown buffer builder {builder!r}")
-    return Buffer(chains=chains, group=np.zeros(len(chains), dtype=np.int64), role=role,
-                  parents=parents, locates=locates, suffix_group_of=[-1] * len(parents),
-                  generated=generated, stats=stats, source=source, offpolicy=offpolicy)
-
-
-def _serve_other(kind: type, sampler: Any, localizer: Any, policy: Any, reqs: list[Any]) -> list[Any]:
-    """Serve cut / follow-up / re-root requests (one call each; they are cheap or rare)."""
-    if kind is _Cut:
-        if not isinstance(localizer, Cutter):
-            raise TypeError(f"a tree variant needs a Cutter (with .cut), got {type(localizer).__name__}")
-        return [localizer.cut(policy, r.chain, rng=r.rng) for r in reqs]
-    method = "followup_root" if kind is _Followup else "reroot"
-    fn = getattr(sampler, method, None)
-    if fn is None:
-        raise TypeError(f"{type(sampler).__name__} has no {method}(): the SCoRe and Critique-GRPO "
-                        "variants need a sampler that renders follow-up prompts (LMSampler)")
-    if kind is _Followup:
-        return [fn(r.chain, r.kind) for r in reqs]
-    return [fn(r.chain, r.root) for r in reqs]
-
-
 def _serve_extends(
-    sampler: Sampler[S, Pol], policy: Pol, reqs: list[_Extend[S]]
+    sampler: Sampler[S, Pol], policy: Pol, reqs: list[Extend[S]]
 ) -> list[list[Chain[S]]]:
     if isinstance(sampler, BatchSampler) and len(reqs) > 1:
         outs = sampler.extend_many(policy, [(r.prefix, r.n, r.rng) for r in reqs])
@@ -430,7 +305,7 @@ def _serve_extends(
 
 
 def _serve_locates(
-    localizer: Localizer[S, Pol], policy: Pol, reqs: list[_Locate[S]]
+    localizer: Localizer[S, Pol], policy: Pol, reqs: list[Locate[S]]
 ) -> list[LocateResult]:
     if isinstance(localizer, BatchLocalizer) and len(reqs) > 1:
         outs = localizer.locate_many(policy, [(r.parent, r.rng) for r in reqs])
@@ -461,7 +336,8 @@ def build_buffers(
     request depends only on that request: true for the tabular sampler and for ``LMSampler``,
     whose backend keys every row's random stream by its request's seed and row number (tested).
     ``builder`` (a variant's ``builder``) selects the published baselines' buffers
-    (``_fill_baseline``); for "tree" the ``localizer`` argument is the ``Cutter``.
+    (``respo.baselines.builders.fill_baseline``); for "tree" the ``localizer`` argument is the
+    ``Cutter``.
 
     ``search`` (reset splits): ``"sequential"`` asks each round for exactly the missing slots,
     so the search is the paper's one attempt at a time, but a prompt whose chains keep passing
@@ -475,11 +351,15 @@ def build_buffers(
         raise ValueError(f"{len(roots)} roots but {len(rngs)} random-stream sets")
     if search not in ("sequential", "rest"):
         raise ValueError(f"search must be 'sequential' or 'rest', got {search!r}")
+    coros: list[Generator_[Any, Any, Buffer[S]]]
     if builder == "reset":
         coros = [_fill(localizer is not None, r, split, g, success, search)
                  for r, g in zip(roots, rngs, strict=True)]
     else:
-        coros = [_fill_baseline(builder, r, split, g, success) for r, g in zip(roots, rngs, strict=True)]
+        # Imported here: the baselines' package builds on this module (Buffer, Extend).
+        from respo.baselines.builders import fill_baseline
+
+        coros = [fill_baseline(builder, r, split, g, success) for r, g in zip(roots, rngs, strict=True)]
     results: list[Buffer[S] | None] = [None] * len(coros)
     pending: dict[int, Any] = {}  # a request, or a list of requests (answered with a list)
 
@@ -497,20 +377,22 @@ def build_buffers(
         flat = [(i, j, r) for i, req in pending.items()
                 for j, r in (enumerate(req) if isinstance(req, list) else [(-1, req)])]
         got: dict[tuple[int, int], Any] = {}
-        ext = [(i, j, r) for i, j, r in flat if isinstance(r, _Extend)]
+        ext = [(i, j, r) for i, j, r in flat if isinstance(r, Extend)]
         if ext:
             outs = _serve_extends(sampler, policy, [r for _, _, r in ext])
             got.update({(i, j): o for (i, j, _), o in zip(ext, outs, strict=True)})
-        loc = [(i, j, r) for i, j, r in flat if isinstance(r, _Locate)]
+        loc = [(i, j, r) for i, j, r in flat if isinstance(r, Locate)]
         if loc:
             assert localizer is not None  # _fill only asks when it has one
             louts = _serve_locates(localizer, policy, [r for _, _, r in loc])
             got.update({(i, j): o for (i, j, _), o in zip(loc, louts, strict=True)})
-        for kind in (_Cut, _Followup, _Reroot):
-            these = [(i, j, r) for i, j, r in flat if isinstance(r, kind)]
-            if these:
-                kouts = _serve_other(kind, sampler, localizer, policy, [r for _, _, r in these])
-                got.update({(i, j): o for (i, j, _), o in zip(these, kouts, strict=True)})
+        # Any other request (the baselines' cuts, follow-up prompts, re-rooted chains) serves
+        # itself: one ``serve`` call per kind, kinds in order of first appearance.
+        others = list(dict.fromkeys(type(r) for _, _, r in flat if not isinstance(r, Extend | Locate)))
+        for kind in others:
+            these = [(i, j, r) for i, j, r in flat if type(r) is kind]
+            kouts = kind.serve(sampler, localizer, policy, [r for _, _, r in these])
+            got.update({(i, j): o for (i, j, _), o in zip(these, kouts, strict=True)})
         for i, req in list(pending.items()):
             if isinstance(req, list):
                 advance(i, [got[(i, j)] for j in range(len(req))])
@@ -546,10 +428,12 @@ def buffer_metrics(buffers: list[Buffer[Any]]) -> dict[str, float]:
     ``buffer/no_failure_frac``, ``reset/fallback_frac`` (per localization), ``reset/skipped``,
     ``reset/position_frac`` (mean of (k - 1) / n over answered resets), ``reset/step_mean``,
     ``g1/reward_mean``, ``g2/reward_mean`` (the suffix-group pass rate: self-correction),
-    ``buffer/fresh_attempts_mean``, ``buffer/discarded``.
+    ``buffer/fresh_attempts_mean``, ``buffer/discarded``. For the tree baselines the ``reset/*``
+    keys describe the branch points instead (``Buffer.localized``; names kept so that committed
+    runs stay readable).
     """
     nan = float("nan")
-    locs = [(lr, p) for b in buffers for lr, p in zip(b.locates, b.parents, strict=True)]
+    locs = [(lr, c) for b in buffers for c, lr in b.localized()]
     answered = [(lr.step, p.n_thoughts) for lr, p in locs if lr.step is not None]
     r_g1 = [c.reward for b in buffers for c, r in zip(b.chains, b.role, strict=True) if r == "fresh"]
     r_g2 = [c.reward for b in buffers for c, r in zip(b.chains, b.role, strict=True) if r == "suffix"]

@@ -11,7 +11,8 @@ Glossary (one vocabulary for code, metrics and docs):
 - *state*: problem + the first j thoughts. ``Chain.states[j]``; ``states[0]`` is the problem.
 - *chain*: one sampled trajectory, ``states[0..n]`` for n thoughts, and its verifier reward in
   [0, 1].
-- *parent*: a failed chain (reward < 1) chosen to reset into. It is never trained on.
+- *parent*: a failed chain (reward < 1) chosen to reset into, the chain a reset starts from. It
+  is never trained on. This is the word's only meaning in respo's code, metrics and docs.
 - *reset step k*: 1-indexed thought of the parent judged (or drawn) to be the first erroneous
   one. The *reset state* is ``states[k - 1]`` (thoughts 1..k-1 kept); k = 1 resets to the bare
   problem.
@@ -20,6 +21,18 @@ Glossary (one vocabulary for code, metrics and docs):
 - *G1* is the fresh group, *G2* a suffix group; a *split* says how the 8-rollout budget is divided.
 
 "Reset" means only this (re-entering a visited state), never an environment reset.
+
+The published baselines (``respo.baselines``) never reset, so they have no parents. Their words:
+
+- *first chain*: a chain drawn from the problem that a tree cuts once at its *branch point* and
+  continues (its *branches*); first chains are trained, and branch points are reported under the
+  ``reset/*`` metric names (``respo.buffer.Buffer.localized``).
+- *source*: the chain a derived chain (a branch, SCoRe's second attempt) was drawn from
+  (``Buffer.source``).
+- In a tree's value formulas, the node *above* a node (SPO and TreeRL call it the parent node).
+- ``Split.parents`` is a count kept under its serialized name: parents for the reset splits, and
+  for the baselines the first chains cut (trees), the first attempts retried (SCoRe) or the
+  refinements kept (Critique-GRPO).
 """
 
 from __future__ import annotations

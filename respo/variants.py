@@ -20,10 +20,11 @@ from dataclasses import dataclass
 
 LOCALIZER_KINDS: tuple[str, ...] = ("none", "uniform", "self", "oracle", "segment", "entropy")
 BUILDERS: tuple[str, ...] = ("reset", "tree", "two_attempt", "critique")
-"""How a variant fills a prompt's buffer (``respo.buffer``): ``reset`` (GRPO when the split has no
-parents; RRPO / SRPO / oracle otherwise), ``tree`` (SPO-Tree, TreeRL: each first chain is cut once
-and branched), ``two_attempt`` (SCoRe: a second attempt conditioned on each first one) and
-``critique`` (Critique-GRPO: refinements of failed chains conditioned on a critique)."""
+"""How a variant fills a prompt's buffer: ``reset`` (``respo.buffer``; GRPO when the split has no
+parents, RRPO / SRPO / oracle otherwise) and the published baselines' builders
+(``respo.baselines.builders``): ``tree`` (SPO-Tree, TreeRL: each first chain is cut once and
+branched), ``two_attempt`` (SCoRe: a second attempt conditioned on each first one) and
+``critique`` (Critique-GRPO: each response critiqued and refined, the best refinements kept)."""
 TREE_CUTS: tuple[str, ...] = ("segment", "entropy")
 """Localizer kinds that cut a chain at a token (trees) rather than pick a thought of a failed one."""
 PAIRINGS: tuple[str, ...] = ("paper", "matched")
@@ -36,6 +37,11 @@ class Split:
     ``fresh``: size of the fresh group G1. ``parents``: failed chains to reset into, each giving
     one suffix group G2 of ``suffix`` chains. ``max_fresh``: at most this many fresh attempts are
     drawn while looking for parents (the paper: 12). ``budget = fresh + parents * suffix``.
+
+    The baselines never reset and reuse the two counts under these (serialized) names:
+    ``parents`` is the number of first chains a tree cuts (== ``fresh``), of first attempts SCoRe
+    retries, or of refinements Critique-GRPO keeps; ``suffix`` the continuations drawn from each
+    (tree branches; 1 otherwise).
     """
 
     name: str
@@ -115,7 +121,7 @@ class Variant:
         if self.builder in ("two_attempt", "critique") and (self.split.suffix != 1
                                                             or self.split.parents > self.split.fresh):
             raise ValueError(f"variant {self.name!r}: builder {self.builder!r} draws one follow-up "
-                             "per parent (suffix == 1) from at most `fresh` first attempts")
+                             "each for `parents` <= `fresh` chains (suffix == 1)")
 
     @property
     def baseline(self) -> bool:
@@ -123,6 +129,8 @@ class Variant:
         return self.builder != "reset"
 
 
+# "V(parent)" below is SPO's tree notation (the node above a node), quoted; respo's glossary keeps
+# "parent" for the failed chain a reset starts from (respo.resets).
 SPO_TREE_DEVIATIONS: tuple[str, ...] = (
     "the tree is drawn as 2 full chains cut after a fixed number of response tokens, each cut "
     "continued 3 more times (the chain's own tail is the 4th leaf): the same distribution and "
@@ -188,11 +196,11 @@ VARIANTS: dict[str, Variant] = {
                 description="RRPO ablation: one failed parent, 8 suffixes"),
         Variant("oracle", "oracle", Split.reset(4, 1, 4), **_RESET_OBJ,
                 description="Oracle reset (1x4): reset at the ground-truth first error (tasks with a step judge)"),
-        # -- the paper's published baselines (respo.baselines: their credit assignment) --------
+        # -- the paper's published baselines (respo.baselines: their buffers and credit) --------
         Variant("spo-tree", "segment", Split("2x4-tree", fresh=2, parents=2, suffix=3, max_fresh=2),
                 loss="ppo_clip", agg="token-mean", advantage="spo_tree", builder="tree",
                 description="SPO-Tree: 2 chains cut after a fixed token count, 3 more branches per "
-                            "cut (8 leaves), segment advantage V(node) - V(parent)",
+                            "cut (8 leaves), segment advantage V(node) - V(node above)",
                 deviations=SPO_TREE_DEVIATIONS),
         Variant("treerl", "entropy", Split("2x(1+3)", fresh=2, parents=2, suffix=3, max_fresh=2),
                 loss="ppo_clip", agg="seq-mean-token-mean", advantage="treerl", builder="tree",

@@ -97,3 +97,15 @@ def test_registry_one_signature_and_errors():
         zscore_by_group(np.array([0.0, np.nan]), np.array([0, 0]))
     with pytest.raises(ValueError, match="integers"):
         zscore_by_group(np.zeros(2), np.zeros(2))
+
+
+def test_every_variant_advantage_is_in_exactly_one_registry():
+    from respo.advantages import TOKEN_ADVANTAGES
+    from respo.baselines import STRUCTURED
+    from respo.variants import VARIANTS
+
+    assert set(TOKEN_ADVANTAGES) == set(STRUCTURED)
+    assert not set(TOKEN_ADVANTAGES) & set(ADVANTAGES)
+    for v in VARIANTS.values():
+        assert (v.advantage in TOKEN_ADVANTAGES) == v.baseline, v.name
+        assert (v.advantage in TOKEN_ADVANTAGES) != (v.advantage in ADVANTAGES), v.name

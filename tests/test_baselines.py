@@ -192,9 +192,12 @@ def test_tree_buffer_on_the_tiny_model_shares_the_prefix_token_exactly():
     buf = build_buffer(sampler, EntropyCutter(sampler.backend.model), None, root, split=v.split,
                        rngs=Rngs.keyed(0, 0, 0), builder="tree")
     assert len(buf.chains) == 8 and buf.source == [-1, -1, 0, 0, 0, 1, 1, 1]
+    # A tree never resets: no parents; its first chains are trained, cut at their branch points.
+    assert buf.parents == [] and buf.locates == [] and len(buf.branch_points) == 2
+    assert [c for c, _ in buf.localized()] == buf.chains[:2]
     for i in range(2, 8):
         first = buf.chains[buf.source[i]].states[-1].ids
-        step = buf.locates[buf.source[i]].step
+        step = buf.branch_points[buf.source[i]].step
         shared = buf.chains[i].states[buf.chains[i].prefix_len].ids
         partial = len(shared) != len(first) and not any(
             len(st.ids) == len(shared) for st in buf.chains[buf.source[i]].states)

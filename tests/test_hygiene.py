@@ -11,7 +11,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "respo"
-CORE = ["respo.resets", "respo.buffer", "respo.advantages", "respo.variants", "respo.seeding"]
+CORE = ["respo.resets", "respo.buffer", "respo.advantages", "respo.variants", "respo.seeding",
+        "respo.baselines", "respo.baselines.builders", "respo.baselines.advantages"]
 
 
 def _imported_heavy(modules: list[str]) -> list[str]:

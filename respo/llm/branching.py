@@ -1,4 +1,5 @@
-"""Tree branch points for the SPO-Tree and TreeRL baselines (``respo.buffer`` builder "tree").
+"""Tree branch points for the SPO-Tree and TreeRL baselines (``respo.baselines.builders``,
+builder "tree").
 
 A ``Cutter`` answers "where does this chain branch?" with a ``CutResult`` whose ``prefix`` the
 branches continue. Branches may start inside a thought, so the prefix is the chain's complete
@@ -29,7 +30,7 @@ import torch
 from numpy.random import Generator
 from numpy.typing import NDArray
 
-from respo.buffer import CutResult
+from respo.baselines.builders import CutResult
 from respo.llm.types import TokenState
 from respo.resets import Chain
 

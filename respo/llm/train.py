@@ -8,7 +8,8 @@
    the step), so every variant and every process layout draws the same random numbers;
 3. advantages per group with the objective's advantage function (``respo.advantages``);
 4. right-padded tensors; the trained-token mask starts at each chain's prefix state, so tokens
-   copied from a parent get exactly zero gradient (``respo.losses.suffix_mask``);
+   copied from a parent (or a tree branch's first chain) get exactly zero gradient
+   (``respo.losses.suffix_mask``);
 5. old (and, with a KL term, reference) log-probs from a no-grad forward before any update
    (the first mini-batch, trained before any update, reuses its own forward, detached);
 6. ``epochs`` passes over mini-batches of ``minibatch_prompts`` prompts, each one optimizer step
@@ -47,14 +48,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from respo.advantages import get_advantage
-from respo.baselines import (
-    STRUCTURED,
-    critique_advantages,
-    score_advantages,
-    spo_tree_advantages,
-    treerl_advantages,
-)
+from respo.advantages import TOKEN_ADVANTAGES, Segments, get_advantage
 from respo.buffer import Buffer, Rngs, buffer_metrics, build_buffers
 from respo.llm.checkpoint import (
     hold_run_lock,
@@ -190,54 +184,28 @@ def _skeleton(buf: Buffer[Any]) -> Buffer[Any]:
         chains=[light(c) for c in buf.chains], group=buf.group.copy(), role=list(buf.role),
         parents=[light(c) for c in buf.parents], locates=list(buf.locates),
         suffix_group_of=list(buf.suffix_group_of), generated=[], stats=copy.copy(buf.stats),
+        branch_points=list(buf.branch_points),
     )
-
-
-Segments = list[tuple[int, float | None]]
-"""A chain's advantages on its tokens: ``[(pos_0, a_0), (pos_1, a_1), ...]`` with ascending
-positions; tokens ``pos_k <= t < pos_{k+1}`` (indices into the chain's ids) get ``a_k``, tokens
-before ``pos_0`` and tokens of a segment whose value is None are not trained. GRPO / RRPO / SRPO:
-one segment from the trained start."""
 
 
 def chain_segments(buf: Buffer[Any], advantage: str, cfg: TrainConfig) -> list[Segments]:
     """Per-token advantage segments of every trained chain of one prompt's buffer.
 
-    Group-relative advantages (``respo.advantages``) give one value from each chain's trained
-    start. The baselines (``respo.baselines``): SPO-Tree trains the shared segment on the first
-    chain (node advantage before the branch token, leaf advantage after it) and a branch from its
-    branch token; TreeRL trains every leaf path from its prompt (the shared segment with the
-    node's value, then the leaf's); SCoRe and Critique-GRPO give one value per chain.
+    Group-relative advantages (``respo.advantages.ADVANTAGES``) give one value from each chain's
+    trained start. The baselines' token-level advantages (``respo.advantages.TOKEN_ADVANTAGES``,
+    from ``respo.baselines.advantages``) place node and leaf values on a tree's segments (SPO-Tree,
+    TreeRL) or give one value per chain (SCoRe, Critique-GRPO).
     """
     rewards = buf.rewards
     starts = [trained_start(c) for c in buf.chains]
-    if advantage not in STRUCTURED:
+    on_tokens = TOKEN_ADVANTAGES.get(advantage)
+    if on_tokens is None:
         adv = get_advantage(advantage)(rewards, buf.group)
         return [[(st, float(a))] for st, a in zip(starts, adv, strict=True)]
-    src = buf.source
-    if len(src) != len(buf.chains):
+    if len(buf.source) != len(buf.chains):
         raise ValueError(f"advantage {advantage!r} needs a baseline buffer (with source links)")
-    if advantage == "score":
-        adv = score_advantages(rewards, src, alpha=cfg.baseline.score_alpha)
-        return [[(st, float(a))] for st, a in zip(starts, adv, strict=True)]
-    if advantage == "critique":
-        adv = critique_advantages(rewards, src)
-        return [[(st, float(a))] for st, a in zip(starts, adv, strict=True)]
-    node, leaf = (spo_tree_advantages if advantage == "spo_tree" else treerl_advantages)(rewards, src)
-
-    def value(a: float) -> float | None:
-        # SPO drops segments whose advantage is exactly 0 (not trained, not in the normaliser).
-        return None if advantage == "spo_tree" and a == 0.0 else float(a)
-
-    cut = {j: starts[i] for i, j in enumerate(src) if j >= 0}  # first chain -> its branch token
-    out: list[Segments] = []
-    for i, c in enumerate(buf.chains):
-        prompt = c.states[0].prompt_len
-        b = cut.get(i, prompt) if src[i] < 0 else starts[i]
-        first = prompt if (src[i] < 0 or advantage == "treerl") else b
-        segs = [(first, value(node[i]))] if first < b else []
-        out.append(segs + [(b, value(leaf[i]))])
-    return out
+    prompt_lens = [c.states[0].prompt_len for c in buf.chains]
+    return on_tokens(rewards, buf.source, starts, prompt_lens, cfg.baseline)
 
 
 @dataclass
@@ -452,18 +420,19 @@ def rollout_records(buffers: Sequence[Buffer[Any]], problems: Sequence[Problem],
                     judge: Callable[[Chain[Any]], int | None] | None) -> list[dict[str, Any]]:
     """One JSON-ready record per prompt: fresh rewards and, per localized parent, the reset step,
     the fallback flag, the ground-truth first error (``judge``; None without one) and the rewards
-    of its suffix group."""
+    of its suffix group. For the tree baselines the ``resets`` entries are the first chains'
+    branch points (``Buffer.localized``), with empty suffix lists."""
     out: list[dict[str, Any]] = []
     for prob, b in zip(problems, buffers, strict=True):
         groups = b.group.tolist()
         fresh = [float(c.reward) for c, r in zip(b.chains, b.role, strict=True) if r == "fresh"]
         resets = []
-        for j, (parent, lr) in enumerate(zip(b.parents, b.locates, strict=True)):
+        for j, (picked, lr) in enumerate(b.localized()):  # a parent, or a tree's first chain
             g = b.suffix_group_of[j] if j < len(b.suffix_group_of) else -1
             suffix = [float(c.reward) for c, gg, r in zip(b.chains, groups, b.role, strict=True)
                       if g >= 0 and gg == g and r == "suffix"]
-            truth = judge(parent) if judge is not None else None
-            resets.append({"n_thoughts": parent.n_thoughts, "step": lr.step, "fell_back": bool(lr.fell_back),
+            truth = judge(picked) if judge is not None else None
+            resets.append({"n_thoughts": picked.n_thoughts, "step": lr.step, "fell_back": bool(lr.fell_back),
                            "truth": None if truth is None else int(truth), "suffix": suffix})
         out.append({"problem": str(prob.id), "fresh": fresh, "resets": resets})
     return out
@@ -561,7 +530,7 @@ def train(
     if obj.loss == "critique":
         loss_fn = functools.partial(loss_fn, gamma=cfg.baseline.critique_gamma)
     prob_mask = cfg.baseline.spo_prob_mask if obj.advantage == "spo_tree" else 0.0
-    if obj.advantage not in STRUCTURED:
+    if obj.advantage not in TOKEN_ADVANTAGES:
         get_advantage(obj.advantage)  # fail early on an unknown name
     elif not variant.baseline:
         raise ValueError(f"advantage {obj.advantage!r} belongs to the baselines, not to {variant.name!r}")
