@@ -200,3 +200,29 @@ def test_eval_run_accepts_every_trainer_prompt_variant():
     hint = typing.get_type_hints(RunConfig)["prompt_variant"]
     allowed = {a for arg in typing.get_args(hint) for a in typing.get_args(arg)}
     assert allowed == set(typing.get_args(PromptVariant)) == {"paper", "small", "bare", "chat"}
+
+
+def test_eval_run_on_a_trained_run_folder(tmp_path):
+    """A real (tiny) run: ``--model <run folder>`` evaluates its latest checkpoint with the run's
+    sampling settings from its config.json; ``chat`` (a trainer prompt variant) is accepted."""
+    from respo.commands.evaluate import SettingMismatchWarning, main
+    from respo.llm.train import train
+    from respo.llm.train_parts import build_parts
+    from respo.presets import get_preset
+
+    cfg = dataclasses.replace(get_preset("tiny-smoke"), steps=1, checkpoint_every=1)
+    list(train(cfg, build_parts(cfg), run_dir=tmp_path / "run"))
+    out = tmp_path / "e.jsonl"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert main(["run", "--model", str(tmp_path / "run"), "--benchmarks", "arithmetic", "--limit", "3",
+                     "--out", str(out)]) == 0
+    with pytest.warns(SettingMismatchWarning, match=r"--prompt-variant 'chat' .*prompt_variant='small'"):
+        assert main(["run", "--model", str(tmp_path / "run"), "--benchmarks", "arithmetic", "--limit", "3",
+                     "--prompt-variant", "chat", "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    s = cfg.sampling
+    assert rows[0]["model_folder"].endswith("checkpoints/step-000000/model") and rows[0]["model"] == "run"
+    assert [rows[0]["config"][k] for k in ("prompt_variant", "delimiter", "max_thoughts", "max_new_tokens")] == [
+        s.prompt_variant, s.delimiter, str(s.max_thoughts), str(s.max_response_tokens)]
+    assert rows[1]["config"]["prompt_variant"] == "chat"

@@ -235,9 +235,13 @@ def sample_config(cfg: RunConfig) -> Any:
     """The sampler's ``SampleConfig`` of a resolved ``cfg`` (``resolve_settings``)."""
     from respo.llm.sampler import SampleConfig
 
-    return SampleConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
-                        max_thought_tokens=cfg.max_thought_tokens, max_thoughts=cfg.max_thoughts,
-                        delimiter=cfg.delimiter, prompt_variant=cfg.prompt_variant)  # type: ignore[arg-type]
+    budget, per_thought, thoughts = cfg.max_new_tokens, cfg.max_thought_tokens, cfg.max_thoughts
+    delimiter, variant = cfg.delimiter, cfg.prompt_variant
+    if budget is None or per_thought is None or thoughts is None or delimiter is None or variant is None:
+        raise ValueError("sample_config needs a resolved RunConfig (resolve_settings)")
+    return SampleConfig(max_new_tokens=budget, temperature=cfg.temperature, top_p=cfg.top_p,
+                        max_thought_tokens=per_thought, max_thoughts=thoughts, delimiter=delimiter,
+                        prompt_variant=variant)
 
 
 def hf_backend(cfg: RunConfig, model: str) -> tuple[Any, Any]:

@@ -82,13 +82,13 @@ def gold_step_probs(model: Any, tok: Any, sampler: Any, task: Any, problems: Seq
         for c0 in range(0, len(seqs), chunk):
             batch = seqs[c0:c0 + chunk]
             width = max(len(x) for x in batch)
-            ids = torch.full((len(batch), width), pad, dtype=torch.long)
+            padded = torch.full((len(batch), width), pad, dtype=torch.long)
             attn = torch.zeros((len(batch), width), dtype=torch.long)
             for i, x in enumerate(batch):
-                ids[i, :len(x)] = torch.tensor(x)
+                padded[i, :len(x)] = torch.tensor(x)
                 attn[i, :len(x)] = 1
-            logp = torch.log_softmax(model(input_ids=ids, attention_mask=attn).logits.float() / t, -1)
-            tok_lp = logp[:, :-1].gather(-1, ids[:, 1:, None]).squeeze(-1)  # [B, W-1]: token k+1
+            logp = torch.log_softmax(model(input_ids=padded, attention_mask=attn).logits.float() / t, -1)
+            tok_lp = logp[:, :-1].gather(-1, padded[:, 1:, None]).squeeze(-1)  # [B, W-1]: token k+1
             for i, sp in enumerate(spans[c0:c0 + chunk]):
                 out.append([float(tok_lp[i, a - 1:b - 1].sum().exp()) for a, b in sp])
     return out
