@@ -1,9 +1,9 @@
-"""Evaluation: the thought-by-thought agent without resets, pass@k, seed aggregation, tables.
+"""Scoring of evaluation results: pass@k, seed aggregation, tables.
 
-- ``run_agent``: prompt every problem, sample ``n`` responses through any ``Generate`` callable
-  (text in, text out, so HF, vLLM or a fake all fit), cut each response back to the agent's rules
-  (at most ``max_thoughts`` thoughts, stop at the first thought with a final answer) and score it
-  with ``task.reward``. No resets at test time (``docs/method.md`` section 6).
+The chains themselves come from the one evaluator (``respo.llm.evaluator``: the trainer's sampler,
+prompt and stop rules; no resets at test time, ``docs/method.md`` section 6), called by
+``respo eval run`` (``respo.commands.evaluate``); each problem's rewards are an ``ItemResult``.
+
 - ``pass_at_k``: the unbiased estimator of Chen et al. (2021), ``1 - C(n-c, k) / C(n, k)``,
   computed as ``1 - prod_{i=n-c+1}^{n} (1 - k / i)`` in log space (finite for n = 10^4).
   The paper reports greedy pass@1 (temperature 0, one sample), which is the mean reward.
@@ -11,8 +11,7 @@
   benchmark); the average over benchmarks is taken per seed first, then over seeds; tables in the
   paper's layout (rows benchmarks, columns models x methods) as Markdown, CSV and LaTeX.
 
-Nothing here imports torch or transformers; ``respo.commands.evaluate`` builds the HF backend.
-The default prompt is the trainer's (``respo.llm.prompts``, plain strings, no torch).
+Nothing here imports torch or transformers.
 """
 
 from __future__ import annotations
@@ -21,52 +20,11 @@ import csv
 import io
 import math
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
-
-from respo.tasks.base import Problem, Task, guarded
-
-
-class Generate(Protocol):
-    """``generate(prompts, n=, temperature=, seed=)`` -> for each prompt, ``n`` response texts."""
-
-    def __call__(self, prompts: list[str], *, n: int, temperature: float, seed: int) -> list[list[str]]: ...
-
-
-def default_prompt(problem: Problem, *, delimiter: str = "</thought>", variant: str = "paper") -> str:
-    """The raw completion prompt the trainer uses (``respo.llm.prompts.completion_prompt``)."""
-    from respo.llm.prompts import completion_prompt
-
-    return completion_prompt(problem.question, delimiter=delimiter, variant=variant)  # type: ignore[arg-type]
-
-
-def split_text_thoughts(response: str, delimiter: str) -> list[str]:
-    """Thoughts of a response text, each ending with ``delimiter`` except possibly the last."""
-    if not delimiter:
-        raise ValueError("delimiter must be non-empty")
-    parts = response.split(delimiter)
-    out = [p + delimiter for p in parts[:-1]]
-    if parts[-1]:
-        out.append(parts[-1])
-    return out
-
-
-def agent_response(response: str, *, delimiter: str, max_thoughts: int,
-                   is_final: Callable[[str], bool]) -> tuple[str, list[str]]:
-    """Cut a response to the agent's rules: at most ``max_thoughts`` thoughts, end at the first final one."""
-    thoughts = split_text_thoughts(response, delimiter)[:max_thoughts]
-    for i, t in enumerate(thoughts):
-        if is_final(t):
-            thoughts = thoughts[: i + 1]
-            break
-    return "".join(thoughts), thoughts
-
-
-def _default_is_final(text: str) -> bool:
-    return "\\boxed" in text
 
 
 @dataclass(frozen=True)
@@ -79,48 +37,6 @@ class ItemResult:
 
     def successes(self, threshold: float = 1.0) -> int:
         return sum(r >= threshold for r in self.rewards)
-
-
-def run_agent(
-    problems: Sequence[Problem],
-    task: Task,
-    generate: Generate,
-    *,
-    n: int = 1,
-    temperature: float = 0.0,
-    seed: int = 0,
-    delimiter: str = "</thought>",
-    max_thoughts: int = 20,
-    prompt: Callable[[Problem], str] | None = None,
-    prompt_variant: str = "paper",
-    is_final: Callable[[str], bool] | None = None,
-    batch_size: int = 64,
-    keep_responses: bool = False,
-) -> list[ItemResult]:
-    """Sample and score ``n`` responses per problem with the plain thought-by-thought agent.
-
-    The prompt is ``prompt(problem)``, by default the trainer's raw completion prompt
-    (``respo.llm.prompts``, ``prompt_variant`` "paper" or "small"). ``is_final`` defaults to
-    the task's own ``is_final`` if it has one, else "contains ``\\boxed``". Batches of ``batch_size`` prompts are generated with seed ``seed + batch index`` so
-    results do not depend on how many batches ran before. A response whose scoring fails scores
-    0 and is counted (``respo.tasks.base.GuardedTask``; pass one to read the counts).
-    """
-    if n < 1 or max_thoughts < 1:
-        raise ValueError(f"need n >= 1 and max_thoughts >= 1, got {n}, {max_thoughts}")
-    fin = is_final or getattr(task, "is_final", None) or _default_is_final
-    make = prompt or (lambda p: default_prompt(p, delimiter=delimiter, variant=prompt_variant))
-    scorer = guarded(task)  # a response whose scoring fails scores 0 and is counted, the run goes on
-    out: list[ItemResult] = []
-    for b in range(0, len(problems), batch_size):
-        chunk = list(problems[b : b + batch_size])
-        texts = generate([make(p) for p in chunk], n=n, temperature=temperature, seed=seed + b // batch_size)
-        if len(texts) != len(chunk) or any(len(t) != n for t in texts):
-            raise ValueError(f"generate returned {[len(t) for t in texts]} responses for {len(chunk)} prompts x n={n}")
-        for p, resp in zip(chunk, texts, strict=True):
-            cut = [agent_response(r, delimiter=delimiter, max_thoughts=max_thoughts, is_final=fin)[0] for r in resp]
-            rewards = tuple(scorer.reward(p, r) for r in cut)
-            out.append(ItemResult(p.id, rewards, tuple(cut) if keep_responses else ()))
-    return out
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

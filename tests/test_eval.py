@@ -12,11 +12,10 @@ from hypothesis import strategies as st
 
 from respo.eval import (
     AVERAGE,
+    ItemResult,
     Record,
-    agent_response,
     benchmark_scores,
     pass_at_k,
-    run_agent,
     summarize,
     table_csv,
     table_latex,
@@ -63,37 +62,61 @@ def test_pass_at_k_extreme():
         pass_at_k(5, 1, 6)
 
 
-def test_agent_cut_rules():
-    text = "a</thought>b \\boxed{1}</thought>c</thought>"
-    cut, th = agent_response(text, delimiter="</thought>", max_thoughts=20, is_final=lambda t: "\\boxed" in t)
-    assert cut == "a</thought>b \\boxed{1}</thought>" and len(th) == 2
-    cut, th = agent_response("x\ny\nz\n\\boxed{2}", delimiter="\n", max_thoughts=2, is_final=lambda t: "\\boxed" in t)
-    assert cut == "x\ny\n"
+class TextBackend:
+    """A generation backend that answers each prompt with ``answer(prompt_text, j)`` for its j-th
+    continuation (the char tokenizer's ids), so the evaluator's sampler runs on scripted text."""
+
+    def __init__(self, answer):
+        from respo.llm.models import char_tokenizer
+
+        self.tok, self.answer, self.calls = char_tokenizer(), answer, []
+        self.eos_ids = frozenset({int(self.tok.eos_token_id)})
+
+    def continue_group(self, prefix, n, *, seed, **kw):
+        from respo.llm.generation import Generation
+
+        self.calls.append(seed)
+        prompt = self.tok.decode([int(i) for i in prefix])
+        out = []
+        for j in range(n):
+            ids = np.asarray(self.tok.encode(self.answer(prompt, j), add_special_tokens=False), dtype=np.int64)
+            out.append(Generation(ids, np.zeros(len(ids), np.float32), True, "answer"))
+        return out
+
+    def generate(self, prompts, *, n, **kw):
+        return [g for p in prompts for g in self.continue_group(p, n, **kw)]
 
 
-def test_run_agent_with_fake_generate():
+def _question(prompt: str) -> str:
+    return prompt.split("Q: ")[1].split("\n")[0].strip()
+
+
+def test_sample_chains_scores_scripted_responses():
+    from respo.llm.evaluator import sample_chains
+    from respo.llm.sampler import LMSampler, SampleConfig
+
     spec = ArithmeticSpec()
     _, test = make_splits(spec, seed=1, n_train=0, n_test=20)
     gold = {p.question: "\n".join(gold_chain(p)) + "\n" for p in test}
-    calls = []
 
-    def generate(prompts, *, n, temperature, seed):
-        calls.append((len(prompts), n, temperature, seed))
-        out = []
-        for pr in prompts:
-            q = pr.split("Q: ")[1].strip()
-            # half the problems: always right; the rest: right only in the first sample
-            good = gold[q]
-            out.append([good if (len(q) % 2 == 0 or j == 0) else "a:0+0=0\n=99\n" for j in range(n)])
-        return out
+    def answer(prompt, j):  # half the problems: always right; the rest: right only in the first sample
+        q = _question(prompt)
+        return gold[q] if (len(q) % 2 == 0 or j == 0) else "a:0+0=0\n\\boxed{99}\n"
 
-    task = ArithmeticTask(spec)
-    items = run_agent(test, task, generate, n=4, temperature=0.7, seed=3, delimiter="\n", batch_size=8)
-    assert [c[0] for c in calls] == [8, 8, 4] and [c[3] for c in calls] == [3, 4, 5]
+    backend = TextBackend(answer)
+    sampler = LMSampler(backend, backend.tok, ArithmeticTask(spec),
+                        cfg=SampleConfig(delimiter="\n", prompt_variant="bare", temperature=0.7))
+    groups = sample_chains(sampler, test, seed=3, n=4, chunk=8)
+    assert len(backend.calls) == 20 and len(set(backend.calls)) == 20  # one seed per problem
+    items = [ItemResult(p.id, tuple(c.reward for c in g)) for p, g in zip(test, groups, strict=True)]
     s = benchmark_scores(items, ks=(1, 4))
     assert s["pass@4"] == 1.0
     f = sum(len(p.question) % 2 == 0 for p in test) / len(test)
     assert s["pass@1"] == pytest.approx(f + (1 - f) / 4) and s["pass@1"] == pytest.approx(s["mean_reward"])
+    # the same seed and problem give the same stream whatever the chunking
+    again = TextBackend(answer)
+    sample_chains(LMSampler(again, again.tok, ArithmeticTask(spec), cfg=sampler.cfg), test, seed=3, n=4, chunk=256)
+    assert again.calls == backend.calls
     with pytest.raises(ValueError):
         benchmark_scores(items, ks=(5,))
 
@@ -139,25 +162,24 @@ def test_summarize_rejects_missing_and_duplicates():
 
 def test_eval_command_run_and_table(tmp_path):
     from respo.commands.evaluate import RunConfig, TableConfig, run, table
+    from respo.tasks import Problem
     from respo.tasks.synthetic import gold_chain, parse_problem
 
-    def oracle(prompts, *, n, temperature, seed):
-        out = []
-        for pr in prompts:
-            q = pr.split("Q: ")[1].strip()
-            from respo.tasks import Problem
-            p = Problem("x", q, str(parse_problem(Problem("x", q, "0")).answer))
-            out.append(["\n".join(gold_chain(p)) + "\n"] * n)
-        return out
+    def oracle(prompt, j):
+        q = _question(prompt)
+        p = Problem("x", q, str(parse_problem(Problem("x", q, "0")).answer))
+        return "\n".join(gold_chain(p)) + "\n"
 
-    def wrong(prompts, *, n, temperature, seed):
-        return [["=99\n"] * n for _ in prompts]
+    def wrong(prompt, j):
+        return "\\boxed{99}\n"
 
     res = tmp_path / "eval.jsonl"
-    for method, gen in (("srpo", oracle), ("grpo", wrong)):
+    for method, answer in (("srpo", oracle), ("grpo", wrong)):
+        backend = TextBackend(answer)
         for seed in (0, 1):
             run(RunConfig(model="m", label_model="tiny", method=method, seed=seed, benchmarks=("arithmetic",),
-                          limit=12, delimiter="\n", out=res), generate=gen)
+                          limit=12, delimiter="\\n", prompt_variant="bare", out=res),
+                backend=backend, tokenizer=backend.tok)
     md = table(TableConfig(results=(res,), out=tmp_path / "t"))
     assert "**100.0 ± 0.0**" in md and "0.0 ± 0.0" in md
     assert (tmp_path / "t.csv").exists() and (tmp_path / "t.tex").exists()
@@ -182,7 +204,8 @@ def test_eval_main_with_tiny_hf_model(tmp_path):
 
 
 def test_a_response_whose_scoring_fails_scores_zero_and_is_counted():
-    from respo.eval import run_agent
+    from respo.llm.evaluator import sample_chains
+    from respo.llm.sampler import LMSampler, SampleConfig
     from respo.tasks.base import GuardedTask, Problem
 
     class Picky:
@@ -198,11 +221,9 @@ def test_a_response_whose_scoring_fails_scores_zero_and_is_counted():
 
     task = GuardedTask(Picky())
     probs = [Problem("a", "1+1?", "2"), Problem("b", "2+0?", "2")]
-
-    def gen(prompts, *, n, temperature, seed):
-        return [["boom \\boxed{2}", "\\boxed{2}"] for _ in prompts]
-
-    items = run_agent(probs, task, gen, n=2)
-    assert [it.rewards for it in items] == [(0.0, 1.0), (0.0, 1.0)]
+    backend = TextBackend(lambda prompt, j: ["boom \\boxed{2}\n", "\\boxed{2}\n"][j])
+    sampler = LMSampler(backend, backend.tok, task, cfg=SampleConfig(delimiter="\n", prompt_variant="bare"))
+    groups = sample_chains(sampler, probs, seed=0, n=2)
+    assert [tuple(c.reward for c in g) for g in groups] == [(0.0, 1.0), (0.0, 1.0)]
     assert task.failures == {"RecursionError": 2} and task.pop_stats() == {"reward/failures": 2.0}
     assert task.pop_stats() == {"reward/failures": 0.0}

@@ -9,6 +9,14 @@ and appends one JSON row per benchmark: model, method, seed, benchmark and the m
 (held-out split) and ``gym:<generator>`` a reasoning-gym held-out split, for CPU runs.
 ``--backend vllm`` generates with a vLLM engine instead of transformers (same agent and rules).
 
+The chains come from the one evaluator the trainer and the warm-up use
+(``respo.llm.evaluator``): the trainer's sampler with its prompt rendering (every prompt variant:
+``paper``, ``small``, ``bare``, ``chat``), thought delimiter and stop rules, so a model scores here
+what the trainer's in-loop evaluation scores it on the same problems and settings. ``--model`` may
+also be a warm-up folder (``sft.json``), a run folder (its latest checkpoint is evaluated) or a
+checkpoint folder: the prompt and thought settings they record are used when no flag gives them,
+and a flag that contradicts one is warned about (``SettingMismatchWarning``).
+
 ``respo eval table --results results/eval.jsonl --out paper_figures/table_main`` writes
 ``.md``, ``.csv`` and ``.tex`` with mean and std over seeds per benchmark and the average.
 """
@@ -17,12 +25,13 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import tyro
 
+from respo.llm.prompts import PromptVariant
 from respo.tasks.base import Problem, Task
 
 
@@ -31,7 +40,9 @@ class RunConfig:
     """Evaluate one model (one training seed) on benchmarks; append rows to a JSONL file."""
 
     model: str
-    """Folder of a saved transformers model (or a hub id on a connected machine)."""
+    """Folder of a saved transformers model (or a hub id on a connected machine); also a warm-up
+    folder, a run folder (its latest checkpoint) or a checkpoint folder, whose recorded prompt and
+    thought settings fill in the ones not given as flags."""
     benchmarks: tuple[str, ...] = ("oly",)
     """Prepared benchmark names (files <data>/<name>.jsonl), 'arithmetic' or 'gym:<generator>'."""
     data: Path = Path("data/prepared")
@@ -54,18 +65,22 @@ class RunConfig:
     """pass@k values to report (each k <= n)."""
     limit: int = 500
     """At most this many items per benchmark (the paper: 500)."""
-    delimiter: str = "</thought>"
-    """End-of-thought marker (a newline for small models)."""
-    prompt_variant: Literal["paper", "small"] = "paper"
-    """Completion prompt of ``respo.llm.prompts`` (``small``: one step per line, for small models)."""
-    max_thoughts: int = 20
-    """Most thoughts per response (the paper: 20)."""
-    max_thought_tokens: int = 256
-    """Most tokens per thought (the paper: 256)."""
-    max_new_tokens: int = 5120
-    """Response budget in tokens (the paper: about 5k)."""
+    prompt_variant: PromptVariant | None = None
+    """Prompt of ``respo.llm.prompts``, as the trainer renders it: ``paper``, ``small`` (one step
+    per line), ``bare`` (``Q: <question>``) or ``chat`` (the tokenizer's chat template). None: the
+    one the model folder records (a warm-up's ``sft.json``, a run's ``config.json``), else
+    ``paper``."""
+    delimiter: str | None = None
+    """End-of-thought marker; backslash escapes are decoded (``--delimiter '\\n'`` is a newline).
+    None: the recorded one, else ``</thought>``."""
+    max_thoughts: int | None = None
+    """Most thoughts per response. None: the recorded one, else 20 (the paper)."""
+    max_thought_tokens: int | None = None
+    """Most tokens per thought. None: the recorded one, else 256 (the paper)."""
+    max_new_tokens: int | None = None
+    """Response budget in tokens. None: the recorded one, else 5120 (the paper: about 5k)."""
     batch_size: int = 16
-    """Prompts per generation call."""
+    """Prompts per generation call (the sampled chains do not depend on it)."""
     device: str = "cpu"
     """Torch device (cpu or cuda) of the ``hf`` backend."""
     backend: Literal["hf", "vllm"] = "hf"
@@ -159,21 +174,91 @@ def check_model_source(name: str) -> None:
         raise ValueError(f"--model {name}: no weights (*.safetensors or *.bin) in the folder")
 
 
-def hf_generate(cfg: RunConfig) -> Any:
-    """A text-in, text-out ``Generate`` over a transformers model (the respo.llm HF backend)."""
-    check_model_source(cfg.model)
+DEFAULT_SETTINGS: dict[str, Any] = {"prompt_variant": "paper", "delimiter": "</thought>", "max_thoughts": 20,
+                                     "max_thought_tokens": 256, "max_new_tokens": 5120}
+"""The prompt and thought settings when neither a flag nor the model folder gives one: the
+paper's (``respo.presets.paper.PAPER_SAMPLING``, ``docs/method.md`` sections 2 and 6)."""
+
+
+class SettingMismatchWarning(UserWarning):
+    """A ``respo eval run`` flag contradicts the setting the model folder records."""
+
+
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
+
+
+def decode_escapes(text: str) -> str:
+    """``text`` with the backslash escapes ``\\n``, ``\\t``, ``\\r`` and ``\\\\`` decoded (a shell
+    passes ``--delimiter '\\n'`` as a backslash and an ``n``); other characters are kept."""
+    out, i = [], 0
+    while i < len(text):
+        if text[i] == "\\" and i + 1 < len(text) and text[i + 1] in _ESCAPES:
+            out.append(_ESCAPES[text[i + 1]])
+            i += 2
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
+def resolve_settings(cfg: RunConfig) -> tuple[RunConfig, str, str]:
+    """(``cfg`` with every prompt and thought setting filled in, the model folder to load, the file
+    the recorded settings came from or "").
+
+    A setting given as a flag wins; when the folder (``respo.llm.evaluator.settings_of_folder``:
+    a warm-up, run or checkpoint folder) records another value, a ``SettingMismatchWarning`` names
+    the setting, the flag's value and the recorded one. A setting not given is the recorded one,
+    else ``DEFAULT_SETTINGS``'. The delimiter's backslash escapes are decoded first.
+    """
+    import warnings
+
+    from respo.llm.evaluator import SETTINGS, settings_of_folder
+
+    rec = settings_of_folder(cfg.model)
+    chosen: dict[str, Any] = {}
+    for k in SETTINGS:
+        flag = getattr(cfg, k)
+        if k == "delimiter" and flag is not None:
+            flag = decode_escapes(flag)
+        have = rec.settings.get(k)
+        if flag is None:
+            chosen[k] = have if have is not None else DEFAULT_SETTINGS[k]
+            continue
+        if have is not None and flag != have:
+            warnings.warn(f"--{k.replace('_', '-')} {flag!r} contradicts the recorded setting {k}={have!r} "
+                          f"({rec.source}); evaluating with {flag!r}", SettingMismatchWarning, stacklevel=2)
+        chosen[k] = flag
+    return replace(cfg, **chosen), rec.model, rec.source
+
+
+def sample_config(cfg: RunConfig) -> Any:
+    """The sampler's ``SampleConfig`` of a resolved ``cfg`` (``resolve_settings``)."""
+    from respo.llm.sampler import SampleConfig
+
+    budget, per_thought, thoughts = cfg.max_new_tokens, cfg.max_thought_tokens, cfg.max_thoughts
+    delimiter, variant = cfg.delimiter, cfg.prompt_variant
+    if budget is None or per_thought is None or thoughts is None or delimiter is None or variant is None:
+        raise ValueError("sample_config needs a resolved RunConfig (resolve_settings)")
+    return SampleConfig(max_new_tokens=budget, temperature=cfg.temperature, top_p=cfg.top_p,
+                        max_thought_tokens=per_thought, max_thoughts=thoughts, delimiter=delimiter,
+                        prompt_variant=variant)
+
+
+def hf_backend(cfg: RunConfig, model: str) -> tuple[Any, Any]:
+    """(``HFBackend``, tokenizer) over the transformers model in ``model`` (or a hub id)."""
+    check_model_source(model)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from respo.llm.generation import HFBackend
 
-    tok = AutoTokenizer.from_pretrained(cfg.model)
-    model = AutoModelForCausalLM.from_pretrained(cfg.model)
-    model.train(False)
-    return backend_generate(cfg, HFBackend(model, tok, device=cfg.device), tok)
+    tok = AutoTokenizer.from_pretrained(model)
+    lm = AutoModelForCausalLM.from_pretrained(model)
+    lm.train(False)
+    return HFBackend(lm, tok, device=cfg.device), tok
 
 
-def vllm_generate(cfg: RunConfig) -> Any:
-    """A text-in, text-out ``Generate`` over a vLLM engine (``respo.llm.vllm_backend``).
+def vllm_backend(cfg: RunConfig, model: str) -> tuple[Any, Any]:
+    """(``VLLMBackend``, tokenizer) over a vLLM engine of ``model`` (``respo.llm.vllm_backend``).
 
     The engine is built first (an ImportError naming ``pip install 'respo[vllm]'`` when vLLM is
     missing); stop ids are the tokenizer's EOS and the model's ``generation_config`` EOS ids,
@@ -181,67 +266,51 @@ def vllm_generate(cfg: RunConfig) -> Any:
     """
     from transformers import AutoTokenizer, GenerationConfig
 
-    from respo.llm import vllm_backend
+    from respo.llm import vllm_backend as vb
     from respo.llm.generation import eos_ids_of
 
-    engine = vllm_backend.make_engine(cfg.model, max_model_len=cfg.max_model_len, seed=cfg.seed,
-                                      gpu_memory_utilization=cfg.gpu_memory_utilization,
-                                      tensor_parallel_size=cfg.tensor_parallel_size)
-    tok = AutoTokenizer.from_pretrained(cfg.model)
+    engine = vb.make_engine(model, max_model_len=cfg.max_model_len, seed=cfg.seed,
+                            gpu_memory_utilization=cfg.gpu_memory_utilization,
+                            tensor_parallel_size=cfg.tensor_parallel_size)
+    tok = AutoTokenizer.from_pretrained(model)
     try:
-        gen_cfg = GenerationConfig.from_pretrained(cfg.model)
+        gen_cfg = GenerationConfig.from_pretrained(model)
     except OSError:  # no generation_config.json
         gen_cfg = None
-    eos = eos_ids_of(gen_cfg, tok)
-    return backend_generate(cfg, vllm_backend.VLLMBackend(engine, tokenizer=tok, eos_ids=eos), tok)
+    return vb.VLLMBackend(engine, tokenizer=tok, eos_ids=eos_ids_of(gen_cfg, tok)), tok
 
 
-def backend_generate(cfg: RunConfig, backend: Any, tok: Any) -> Any:
-    """``Generate`` over a respo generation backend (``HFBackend`` or ``VLLMBackend``)."""
-    import numpy as np
-
-    from respo.llm.generation import StopRule
-    from respo.llm.thoughts import ThoughtFormat
-
-    stop = StopRule(fmt=ThoughtFormat.for_tokenizer(tok, cfg.delimiter), max_thought_tokens=cfg.max_thought_tokens,
-                    max_thoughts=cfg.max_thoughts)
-
-    def generate(prompts: list[str], *, n: int, temperature: float, seed: int) -> list[list[str]]:
-        ids = [np.asarray(tok(p, add_special_tokens=True)["input_ids"], dtype=np.int64) for p in prompts]
-        gens = backend.generate(ids, n=n, max_new_tokens=cfg.max_new_tokens, temperature=temperature,
-                                top_p=cfg.top_p, seed=seed, stop=stop)
-        # Drop EOS/padding by id, keep other special tokens: a delimiter may be one.
-        # (VLLMBackend rows are never padded: it has no pad_id.)
-        pad = getattr(backend, "pad_id", None)
-        drop = set(backend.eos_ids) | ({pad} if pad is not None else set())
-        texts = [str(tok.decode([int(i) for i in g.ids if int(i) not in drop], skip_special_tokens=False))
-                 for g in gens]
-        return [texts[i * n:(i + 1) * n] for i in range(len(prompts))]
-
-    return generate
-
-
-def run(cfg: RunConfig, *, generate: Any = None) -> list[dict[str, Any]]:
-    """Evaluate and append rows; ``generate`` replaces the backend of ``cfg.backend`` (tests, other
-    engines)."""
-    from respo.eval import benchmark_scores, run_agent
+def run(cfg: RunConfig, *, backend: Any = None, tokenizer: Any = None) -> list[dict[str, Any]]:
+    """Evaluate and append rows. The chains come from the one evaluator
+    (``respo.llm.evaluator.sample_chains``: the trainer's sampler, prompt and stop rules);
+    ``backend`` and ``tokenizer`` replace the engine of ``cfg.backend`` (tests, other engines)."""
+    from respo.eval import ItemResult, benchmark_scores
+    from respo.llm.evaluator import sample_chains
+    from respo.llm.sampler import LMSampler
     from respo.tasks.base import guarded
 
-    gen = generate if generate is not None else (vllm_generate(cfg) if cfg.backend == "vllm" else hf_generate(cfg))
+    cfg, model, source = resolve_settings(cfg)
+    if backend is None:
+        backend, tokenizer = vllm_backend(cfg, model) if cfg.backend == "vllm" else hf_backend(cfg, model)
+    elif tokenizer is None:
+        raise ValueError("run(backend=...) needs the tokenizer too")
+    scfg = sample_config(cfg)
     label = cfg.label_model or Path(cfg.model).name
     rows = []
     cfg.out.parent.mkdir(parents=True, exist_ok=True)
     for name in cfg.benchmarks:
         problems, raw_task = load_benchmark(name, cfg.data, limit=cfg.limit, seed=cfg.seed)
         task = guarded(raw_task)  # counts the responses whose scoring failed (each scored 0)
-        items = run_agent(problems, task, gen, n=cfg.n, temperature=cfg.temperature, seed=cfg.seed,
-                          delimiter=cfg.delimiter, max_thoughts=cfg.max_thoughts, batch_size=cfg.batch_size,
-                          prompt_variant=cfg.prompt_variant,
-                          keep_responses=cfg.save_responses)
+        sampler = LMSampler(backend, tokenizer, task, cfg=scfg)
+        groups = sample_chains(sampler, problems, seed=cfg.seed, n=cfg.n, chunk=cfg.batch_size)
+        items = [ItemResult(p.id, tuple(float(c.reward) for c in g),
+                            tuple(str(c.info["text"]) for c in g) if cfg.save_responses else ())
+                 for p, g in zip(problems, groups, strict=True)]
         metrics = benchmark_scores(items, ks=cfg.ks)
         stats = getattr(getattr(task, "verifier", None), "stats", None) or getattr(task, "stats", None)
         row = {"model": label, "method": cfg.method, "seed": cfg.seed, "benchmark": name, "metrics": metrics,
                "config": {k: str(v) for k, v in vars(cfg).items()},
+               "model_folder": model, "settings_from": source,
                "verifier_stats": dict(stats) if stats else {},
                "reward_failures": dict(task.failures)}
         rows.append(row)

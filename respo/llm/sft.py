@@ -24,9 +24,10 @@ What lives here:
   which gives the same logits as a full forward pass (a test checks it) at about half the cost.
 - ``train_sft(cfg)``: AdamW, linear warm-up then cosine decay over ``schedule_steps``; returns the
   model and the per-step history. No I/O, no argv (design rule P11, docs/design.md).
-- ``evaluate_policy``: greedy and sampled pass@1 of the plain agent with ``HFBackend`` and
-  ``LMSampler`` (the objects the RL loop uses), plus the per-step error rate and the distribution
-  of the first wrong step of sampled chains (``task.first_error``).
+- ``evaluate_policy``: greedy and sampled pass@1 of the plain agent, sampled by the one
+  evaluator (``respo.llm.evaluator``: ``LMSampler`` over ``HFBackend``, as the trainer's in-loop
+  evaluation and ``respo eval run``), plus the per-step error rate and the distribution of the
+  first wrong step of sampled chains (``task.first_error``).
 - ``warmup_checkpoint(cfg, cache_dir)``: train once, save (``save_pretrained`` model and
   tokenizer + ``sft.json``) atomically under ``cache_dir/sft-<key>``, reuse afterwards. The
   folder loads with plain transformers, so the RL trainer can take it as ``--model.name <dir>``.
@@ -56,12 +57,13 @@ import torch
 
 # Every respo.llm module is imported here, at import time, not lazily inside functions: a long
 # run must not pick up a half-edited sibling module in the middle of training.
-from respo.llm.generation import Generation, HFBackend
+from respo.llm.evaluator import sample_chains
+from respo.llm.generation import HFBackend
 from respo.llm.models import char_tokenizer, tiny_model
 from respo.llm.prompts import PromptVariant, completion_prompt
 from respo.llm.sampler import LMSampler, SampleConfig
 from respo.llm.thoughts import ThoughtFormat
-from respo.seeding import int_seed_for, rng_for
+from respo.seeding import int_seed_for
 from respo.tasks.base import Problem
 from respo.tasks.synthetic import OPS, ArithmeticSpec, StepNoise, generate_problems, warmup_examples
 
@@ -406,20 +408,6 @@ def train_sft(
 
 
 # -- evaluation ----------------------------------------------------------------------------------
-class _Replay:
-    """A GenerationBackend that hands out precomputed generations in order (see evaluate_policy)."""
-
-    def __init__(self) -> None:
-        self.queue: list[Generation] = []
-
-    def generate(self, prompts: Any, *, n: int, **kw: Any) -> list[Generation]:
-        out, self.queue = self.queue[: n * len(prompts)], self.queue[n * len(prompts):]
-        return out
-
-    def continue_group(self, prefix: Any, n: int, **kw: Any) -> list[Generation]:
-        return self.generate([prefix], n=n)
-
-
 @dataclass(frozen=True)
 class EvalLimits:
     """Generation limits of ``evaluate_policy`` (the RL defaults are far looser; a trained model
@@ -438,31 +426,21 @@ class EvalLimits:
     delimiter: str = "\n"
     """Thought delimiter (as in training)."""
 
+    def sample_config(self, *, temperature: float, top_p: float) -> SampleConfig:
+        """The sampler's settings of these limits at ``temperature`` / ``top_p``."""
+        return SampleConfig(max_new_tokens=self.max_new_tokens, temperature=temperature, top_p=top_p,
+                            max_thought_tokens=self.max_thought_tokens, max_thoughts=self.max_thoughts,
+                            delimiter=self.delimiter, prompt_variant=self.prompt_variant)
+
 
 def _run_chains(model: Any, tokenizer: Any, problems: Sequence[Problem], task: Any, *, n: int,
                 temperature: float, top_p: float, seed: int, limits: EvalLimits) -> list[tuple[Problem, Any]]:
-    """n chains per problem, generated in batches by ``HFBackend.generate`` and turned into
-    chains by ``LMSampler.extend`` (through a replay backend, so the chain logic, reward and
-    ``info`` are exactly the sampler's)."""
-    scfg = SampleConfig(max_new_tokens=limits.max_new_tokens, temperature=temperature, top_p=top_p,
-                        max_thought_tokens=limits.max_thought_tokens, max_thoughts=limits.max_thoughts,
-                        delimiter=limits.delimiter, prompt_variant=limits.prompt_variant)
+    """n chains per problem from the one evaluator (``respo.llm.evaluator.sample_chains``: the
+    trainer's sampler over ``HFBackend``, problem i seeded by ``rng_for(seed, "eval", i)``)."""
     backend = HFBackend(model, tokenizer, device="cpu")
-    replay = _Replay()
-    sampler = LMSampler(replay, tokenizer, task, cfg=scfg)
-    out: list[tuple[Problem, Any]] = []
-    for c0 in range(0, len(problems), limits.batch_prompts):
-        chunk = list(problems[c0:c0 + limits.batch_prompts])
-        roots = [sampler.root(p) for p in chunk]
-        replay.queue = backend.generate([r.ids for r in roots], n=n, max_new_tokens=limits.max_new_tokens,
-                                        temperature=temperature, top_p=top_p,
-                                        seed=int_seed_for(seed, "eval", c0), stop=sampler.stop)
-        for p, r in zip(chunk, roots, strict=True):
-            for c in sampler.extend(replay, (r,), n, rng=rng_for(seed, "eval", c0)):
-                out.append((p, c))
-        if replay.queue:
-            raise RuntimeError("replay backend left generations unused")
-    return out
+    sampler = LMSampler(backend, tokenizer, task, cfg=limits.sample_config(temperature=temperature, top_p=top_p))
+    groups = sample_chains(sampler, problems, seed=seed, n=n, chunk=limits.batch_prompts)
+    return [(p, c) for p, g in zip(problems, groups, strict=True) for c in g]
 
 
 def chain_stats(pairs: Sequence[tuple[Problem, Any]], task: Any, tokenizer: Any,

@@ -13,16 +13,16 @@ Kept apart from the loop so that tests can hand the loop fakes instead.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from respo.llm.config import TrainConfig
+from respo.llm.evaluator import EVAL_CHUNK as EVAL_CHUNK  # re-exported (tests, callers)
+from respo.llm.evaluator import Evaluator, sample_config_of
+from respo.llm.evaluator import gold_step_probs as gold_step_probs
 from respo.llm.train import Parts
 from respo.resets import Chain, OracleLocalizer, UniformLocalizer
-from respo.seeding import int_seed_for, rng_for
+from respo.seeding import int_seed_for
 from respo.tasks.base import Problem, guarded
 
 
@@ -186,7 +186,7 @@ def make_vllm_engine(cfg: TrainConfig) -> Any:
 def build_parts(cfg: TrainConfig, *, device: Any = "cpu") -> Parts:
     """Everything the loop needs for ``cfg`` (see the module docstring)."""
     from respo.llm.generation import HFBackend, eos_ids_of
-    from respo.llm.sampler import LMSampler, SampleConfig
+    from respo.llm.sampler import LMSampler
 
     if cfg.data_file is not None:  # fail on a bad file before loading a large model
         if cfg.eval.every:
@@ -221,9 +221,7 @@ def build_parts(cfg: TrainConfig, *, device: Any = "cpu") -> Parts:
                               adapter_dir=process_adapter_dir(s.vllm_adapter_dir))
     else:
         backend = HFBackend(model, tok, device=str(device))
-    scfg = SampleConfig(max_new_tokens=s.max_response_tokens, temperature=s.temperature, top_p=s.top_p,
-                        max_thought_tokens=s.max_thought_tokens, max_thoughts=s.max_thoughts,
-                        delimiter=s.delimiter, prompt_variant=s.prompt_variant)
+    scfg = sample_config_of(s)
     task = guarded(task)  # one response whose scoring fails scores 0 (reward/failures), the run goes on
     sampler = LMSampler(backend, tok, task, cfg=scfg)
     kind = cfg.variant_row.localizer
@@ -276,108 +274,14 @@ def build_parts(cfg: TrainConfig, *, device: Any = "cpu") -> Parts:
                  judge=judge)
 
 
-EVAL_CHUNK = 256
-"""Held-out problems per batched generation call of the evaluator."""
-
-
-def gold_step_probs(model: Any, tok: Any, sampler: Any, task: Any, problems: Sequence[Problem], *,
-                    temperature: float = 1.0, chunk: int = 128) -> list[list[float]]:
-    """Per problem, the policy's probability of each gold thought given the gold thoughts before
-    it (teacher forcing on ``task.gold_thoughts``; a thought's tokens are its text and the
-    canonical delimiter, as the sampler renders it), at the sampling ``temperature``."""
-    import torch
-
-    delim = [int(i) for i in sampler.fmt.delimiter.canonical]
-    seqs, spans = [], []
-    for p in problems:
-        ids = [int(i) for i in sampler.root(p).ids]
-        sp = []
-        for line in task.gold_thoughts(p):
-            a = len(ids)
-            ids += [int(i) for i in tok.encode(line, add_special_tokens=False)] + delim
-            sp.append((a, len(ids)))
-        seqs.append(ids)
-        spans.append(sp)
-    out: list[list[float]] = []
-    t = temperature if temperature > 0 else 1.0
-    pad = int(tok.pad_token_id)
-    with torch.no_grad():
-        for c0 in range(0, len(seqs), chunk):
-            batch = seqs[c0:c0 + chunk]
-            width = max(len(x) for x in batch)
-            ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            attn = torch.zeros((len(batch), width), dtype=torch.long)
-            for i, x in enumerate(batch):
-                ids[i, :len(x)] = torch.tensor(x)
-                attn[i, :len(x)] = 1
-            logp = torch.log_softmax(model(input_ids=ids, attention_mask=attn).logits.float() / t, -1)
-            tok_lp = logp[:, :-1].gather(-1, ids[:, 1:, None]).squeeze(-1)  # [B, W-1]: token k+1
-            for i, sp in enumerate(spans[c0:c0 + chunk]):
-                out.append([float(tok_lp[i, a - 1:b - 1].sum().exp()) for a, b in sp])
-    return out
-
-
 def make_evaluator(cfg: TrainConfig, backend: Any, tok: Any, task: Any) -> Any:
-    """Held-out pass@1 of the plain agent (no resets): greedy (``eval.greedy``) and sampled at the
-    rollout temperature (``eval.sampled``).
-
-    On a task with a step judge and gold thoughts (the arithmetic chains) and a backend holding
-    the model (transformers), the sampled chains also measure the theory's coverage on the
-    evaluation distribution (``respo.tasks.synthetic.coverage``): ``cov_improvable`` = improvable
-    visited states / visited states (tau = ``eval.coverage_tau``), ``cov_first_error`` = chains
-    with a wrong thought / visited states, and ``step_error`` = wrong thoughts / thoughts judged on
-    the gold path.
-    """
-    from dataclasses import replace
-
-    from respo.llm.sampler import LMSampler, SampleConfig
-    from respo.tasks.synthetic import coverage
-
-    s = cfg.sampling
-    base = SampleConfig(max_new_tokens=s.max_response_tokens, temperature=s.temperature, top_p=s.top_p,
-                        max_thought_tokens=s.max_thought_tokens, max_thoughts=s.max_thoughts,
-                        delimiter=s.delimiter, prompt_variant=s.prompt_variant)
-    samplers = {}
-    if cfg.eval.greedy:
-        samplers["greedy"] = LMSampler(backend, tok, task, cfg=replace(base, temperature=0.0))
-    if cfg.eval.sampled:
-        samplers["sampled"] = LMSampler(backend, tok, task, cfg=base)
-    if not samplers:
-        raise ValueError("evaluation needs eval.greedy or eval.sampled")
-    measure = (getattr(task, "has_step_judge", False) and callable(getattr(task, "gold_thoughts", None))
-               and getattr(backend, "model", None) is not None and cfg.eval.sampled)
-
+    """The in-loop evaluation hook: ``respo.llm.evaluator.Evaluator`` with the run's sampling
+    settings (greedy pass@1 if ``eval.greedy``, sampled at the rollout temperature if
+    ``eval.sampled``, coverage at ``eval.coverage_tau``), the problems' seed ``eval.seed`` (None:
+    the run's seed)."""
     eval_seed = cfg.seed if cfg.eval.seed is None else cfg.eval.seed
-
-    def evaluate(policy: Any, problems: Sequence[Problem]) -> dict[str, float]:
-        out: dict[str, float] = {}
-        for name, smp in samplers.items():
-            rewards = []
-            chains = []
-            # Batched: one backend call per chunk of problems (per-row RNG streams keep each
-            # problem's sample tied to its own seed, whatever the chunking).
-            for c0 in range(0, len(problems), EVAL_CHUNK):
-                reqs = [((smp.root(p),), 1, rng_for(eval_seed, "eval", c0 + i))
-                        for i, p in enumerate(problems[c0:c0 + EVAL_CHUNK])]
-                got = [g[0] for g in smp.extend_many(policy, reqs)]
-                rewards += [c.reward for c in got]
-                chains += got
-            smp.pop_stats()
-            out[f"{name}_pass@1"] = float(np.mean(rewards)) if rewards else float("nan")
-            if name == "sampled" and measure and problems:
-                gold_p = gold_step_probs(backend.model, tok, smp, task, problems,
-                                         temperature=s.temperature)
-                tot = np.zeros(4)
-                for prob, c, gp in zip(problems, chains, gold_p, strict=True):
-                    thoughts = smp.fmt.thought_texts(c.states[-1].response_ids)
-                    fe = task.first_error(prob, thoughts)
-                    visited, improvable, wrong = coverage(fe, len(thoughts), gp, tau=cfg.eval.coverage_tau)
-                    judged = len(thoughts) if fe is None else fe
-                    tot += (visited, improvable, wrong, judged)
-                out["cov_improvable"] = float(tot[1] / max(tot[0], 1))
-                out["cov_first_error"] = float(tot[2] / max(tot[0], 1))
-                out["step_error"] = float(tot[2] / max(tot[3], 1))
-        out["problems"] = float(len(problems))
-        return out
-
-    return evaluate
+    if not (cfg.eval.greedy or cfg.eval.sampled):
+        raise ValueError("evaluation needs eval.greedy or eval.sampled")
+    return Evaluator(backend, tok, task, sample_config_of(cfg.sampling), seed=eval_seed,
+                     greedy=cfg.eval.greedy, sampled=cfg.eval.sampled,
+                     coverage_tau=cfg.eval.coverage_tau)
