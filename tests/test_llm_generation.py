@@ -286,3 +286,43 @@ def test_backend_over_peft_model_uses_cache_keyword_and_matches_base() -> None:
     b = tiny_backend().continue_group(PREFIX, 2, temperature=0.0, **KW)
     assert [x.ids.tolist() for x in a] == [x.ids.tolist() for x in b]
     assert next(be.model.parameters()).dtype == torch.float32, "dtype=None keeps the model's dtype"
+
+
+def test_block_cache_gives_the_plain_caches_samples_exactly() -> None:
+    """``block_cache`` (the default) against transformers' plain ``DynamicCache``: the same ids and
+    log-probs, bit for bit, over ragged prompts, unequal counts (the KV rows selected per prompt),
+    rows finishing at different times (pruned) and a buffer that must grow (block of 4 positions,
+    so the prompt's buffer is full after four decoding steps)."""
+    prompts = [_ids("hi"), _ids("a much longer prompt, with padding\n"), _ids("mid size?\n")]
+    plain, block = tiny_backend(), tiny_backend()
+    plain.kv_block = 0
+    kw = dict(max_new_tokens=[30, 7, 19], temperature=1.0, top_p=0.9, seed=[3, 4, 5])
+    want = plain.generate_groups(prompts, [3, 1, 2], **kw)
+    for blk in (4, block.kv_block):
+        block.kv_block = blk
+        got = block.generate_groups(prompts, [3, 1, 2], **kw)
+        assert [len(g) for g in got] == [3, 1, 2]
+        for gw, gg in zip(want, got, strict=True):
+            for a, b in zip(gw, gg, strict=True):
+                assert np.array_equal(a.ids, b.ids) and np.array_equal(a.logprobs, b.logprobs)
+                assert a.stop_reason == b.stop_reason
+    assert len({len(g.ids) for gs in want for g in gs}) > 1  # rows did finish at different times
+
+
+def test_block_cache_layers_grow_and_select_rows() -> None:
+    from respo.llm.generation import block_cache
+
+    cache = block_cache(tiny_lm().config, block=2)
+    layer = cache.layers[0]
+    k = torch.arange(2 * 1 * 3 * 2, dtype=torch.float32).reshape(2, 1, 3, 2)
+    keys, _ = layer.update(k, k + 100)
+    assert torch.equal(keys, k) and layer.get_seq_length() == 3
+    for t in range(3):  # past the buffer's spare room of 2: it grows, the filled part kept
+        step = torch.full((2, 1, 1, 2), float(t))
+        keys, values = layer.update(step, step + 100)
+    assert keys.shape == (2, 1, 6, 2) and torch.equal(keys[:, :, :3], k)
+    assert torch.equal(values[:, :, 3:], keys[:, :, 3:] + 100)
+    layer.batch_select_indices(torch.tensor([1]))
+    assert torch.equal(layer.keys, keys[1:]) and layer.get_seq_length() == 6
+    layer.batch_repeat_interleave(3)
+    assert layer.keys.shape[0] == 3 and torch.equal(layer.keys[2], keys[1])

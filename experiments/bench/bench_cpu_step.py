@@ -17,10 +17,12 @@ Settings (on ``cpu-coverage``, which the coverage suites use):
 - ``rest``: ``bf16`` with the reset variants' parent search in at most two rounds of generation
   (``reset_search="rest"``; the never-needed chains are reported as speculative tokens): the
   ``cpu-coverage`` preset as the committed coverage runs used it;
-- ``eager``: ``rest`` with eager attention in the bf16 update (``update_attention``): the
-  ``cpu-coverage`` preset now (the CPU flash-attention backward kernel of ``sdpa`` took half the
-  update time at these shapes);
-- ``bf16-gen``: ``eager`` with generation in bf16 too (``dtype="bfloat16"``), for comparison.
+- ``eager``: ``rest`` with eager attention in the bf16 update (``update_attention``; the CPU
+  flash-attention backward kernel of ``sdpa`` took half the update time at these shapes);
+- ``block``: ``eager`` with the generation's key/value cache growing in blocks
+  (``respo.llm.generation.block_cache``, the default of ``HFBackend``; every setting above runs
+  with transformers' plain ``DynamicCache``): the ``cpu-coverage`` trainer now;
+- ``bf16-gen``: ``block`` with generation in bf16 too (``dtype="bfloat16"``), for comparison.
 
 Ratios are printed against ``before`` and against ``rest``; the evaluation is timed in fp32 and
 under bf16 autocast.
@@ -59,7 +61,19 @@ def settings(base):  # name -> config
     eager = dataclasses.replace(rest, model=dataclasses.replace(rest.model, update_attention="eager"))
     allbf = dataclasses.replace(eager, model=dataclasses.replace(eager.model, dtype="bfloat16"))
     return {"before": before, "1-opt": one, "bf16": bf16, "rest": rest, "eager": eager,
-            "bf16-gen": allbf}
+            "block": eager, "bf16-gen": allbf}
+
+
+PLAIN_CACHE = ("before", "1-opt", "bf16", "rest", "eager")
+"""Settings timed with transformers' plain ``DynamicCache`` (``HFBackend(kv_block=0)``)."""
+
+
+def live(name, cfg):
+    """A running trainer for one setting."""
+    parts = build_parts(cfg)
+    if name in PLAIN_CACHE:
+        parts.sampler.backend.kv_block = 0
+    return train(cfg, parts)
 
 
 def main() -> int:
@@ -75,7 +89,7 @@ def main() -> int:
     for variant in args.variants:
         base = dataclasses.replace(get_preset("cpu-coverage"), variant=variant, task=args.task,
                                    steps=args.steps + 1, eval=EvalConfig(every=0), checkpoint_every=0)
-        gens = {name: train(cfg, build_parts(cfg)) for name, cfg in settings(base).items()}
+        gens = {name: live(name, cfg) for name, cfg in settings(base).items()}
         rows: dict[str, list[dict]] = {name: [] for name in gens}
         for k in range(args.steps + 1):
             for name, g in gens.items():
@@ -103,19 +117,23 @@ def main() -> int:
         print(f"bf16 update alone: {r['1-opt']['time/update'] / r['bf16']['time/update']:.2f}x faster update; "
               f"two-round search alone: {r['bf16']['time/rollout'] / r['rest']['time/rollout']:.2f}x faster "
               f"rollout; eager attention in the bf16 update: {r['rest']['time/update'] / r['eager']['time/update']:.2f}x "
-              f"faster update; bf16 generation: {r['eager']['time/rollout'] / r['bf16-gen']['time/rollout']:.2f}x "
+              f"faster update; block KV cache: {r['eager']['time/rollout'] / r['block']['time/rollout']:.2f}x faster "
+              f"rollout; bf16 generation: {r['block']['time/rollout'] / r['bf16-gen']['time/rollout']:.2f}x "
               f"faster rollout")
         report["variants"][variant] = out
 
     # -- one evaluation: the first track's (256 problems, greedy + sampled) vs the coverage one, in
     # fp32 and under the bf16 autocast a bf16-generation run evaluates in -------------------------
     base = dataclasses.replace(get_preset("cpu-coverage"), variant="grpo", task=args.task)
-    evals = {"before (256, greedy+sampled)": (EvalConfig(every=8, problems=256, seed=1000), None),
-             "rest (512, sampled + coverage)": (base.eval, None),
-             "bf16 (512, sampled + coverage)": (base.eval, torch.bfloat16)}
+    evals = {"before (256, greedy+sampled)": (EvalConfig(every=8, problems=256, seed=1000), None, False),
+             "rest (512, sampled + coverage)": (base.eval, None, False),
+             "block (512, sampled + coverage)": (base.eval, None, True),
+             "bf16 (512, sampled + coverage)": (base.eval, torch.bfloat16, True)}
     times = {}
-    for name, (ev, dt) in evals.items():
+    for name, (ev, dt, block) in evals.items():
         parts = build_parts(dataclasses.replace(base, eval=ev))
+        if not block:
+            parts.sampler.backend.kv_block = 0
         probs = list(parts.eval_problems)[: ev.problems]
         ctx = torch.autocast("cpu", dtype=dt) if dt is not None else contextlib.nullcontext()
         with ctx:
@@ -124,8 +142,9 @@ def main() -> int:
             got = parts.evaluate(None, probs)
         times[name] = time.perf_counter() - t0
         print(f"evaluation {name}: {times[name]:.1f} s (sampled pass@1 {got['sampled_pass@1']:.3f})")
-    print(f"bf16 evaluation: {times['rest (512, sampled + coverage)'] / times['bf16 (512, sampled + coverage)']:.2f}x "
-          f"faster")
+    t = {k.split(" ")[0]: v for k, v in times.items()}
+    print(f"evaluation with the block cache: {t['rest'] / t['block']:.2f}x faster; in bf16 as well: "
+          f"{t['rest'] / t['bf16']:.2f}x")
     report["eval_s"] = times
     if args.out is not None:
         args.out.write_text(json.dumps(report, indent=1))

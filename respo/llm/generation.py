@@ -14,8 +14,8 @@ groups from different reset prefixes) in ONE batched call (``experiments/LOG.md`
 generation across a step's prompts"). A backend without it still works: the sampler then calls
 ``continue_group`` once per request.
 
-``HFBackend`` implements them with a hand-written batched sampling loop over the model's
-``DynamicCache``: left padding + attention mask + explicit position ids for ragged prompts, one
+``HFBackend`` implements them with a hand-written batched sampling loop over a transformers
+``DynamicCache`` whose layers grow in blocks of positions (``block_cache``): left padding + attention mask + explicit position ids for ragged prompts, one
 prefill per distinct prompt (expanded n times with ``batch_repeat_interleave``), temperature and
 top-p sampling by inverse CDF from per-row uniforms (no global RNG: design rule P7,
 docs/design.md), finished rows pruned from the batch (``batch_select_indices``).
@@ -57,6 +57,7 @@ ids [T] int64, logprobs [T] float32.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -340,11 +341,124 @@ class GroupsFront:
         return [g for group in groups for g in group]
 
 
+KV_BLOCK = 64
+"""Positions by which ``HFBackend``'s key/value cache grows when it is full."""
+
+
+def block_cache(config: Any, block: int = KV_BLOCK) -> Any:
+    """A transformers ``DynamicCache`` whose layers grow by ``block`` positions at a time.
+
+    transformers' ``DynamicLayer`` concatenates every new position onto its keys and values, so a
+    decoding step copies the whole cache: at the CPU track's evaluation batch (512 rows, about 70
+    positions) those copies were 58% of a step. Here each layer writes into a buffer with room to
+    spare and hands attention views of the filled part; it copies only when the buffer is full
+    (about once per ``block`` steps). The attention kernels see the same numbers, so outputs are
+    unchanged. Falls back to the plain cache on a transformers without per-layer caches or with
+    other layer kinds (sliding windows)."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=config)
+    try:
+        from transformers.cache_utils import DynamicLayer
+    except ImportError:  # transformers < 4.56: no per-layer cache objects
+        return cache
+    layers = getattr(cache, "layers", None)
+    if not layers or any(type(layer) is not DynamicLayer for layer in layers):
+        return cache
+    layer_class = _block_layer_class()
+    cache.layers = [layer_class(block) for _ in layers]
+    return cache
+
+
+@functools.cache
+def _block_layer_class() -> Any:  # made on first use: transformers is imported lazily
+    from transformers.cache_utils import DynamicLayer
+
+    class BlockLayer(DynamicLayer):  # type: ignore[misc, valid-type]
+        """``DynamicLayer`` over a buffer [batch, heads, capacity, head_dim] filled to ``length``."""
+
+        def __init__(self, block: int) -> None:
+            super().__init__()
+            self.block = block
+            self.length = 0
+            self._k: torch.Tensor | None = None
+            self._v: torch.Tensor | None = None
+
+        def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+            self.device = key_states.device
+            shape = (*key_states.shape[:2], key_states.shape[2] + self.block, key_states.shape[3])
+            self._k = key_states.new_empty(shape)
+            self._v = value_states.new_empty((*shape[:3], value_states.shape[3]))
+            self.is_initialized = True
+
+        def _views(self) -> tuple[torch.Tensor, torch.Tensor]:
+            assert self._k is not None and self._v is not None
+            self.keys, self.values = self._k[:, :, : self.length], self._v[:, :, : self.length]
+            return self.keys, self.values
+
+        def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
+                   **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            assert self._k is not None and self._v is not None
+            n = key_states.shape[2]
+            if self.length + n > self._k.shape[2]:  # full: a larger buffer, the filled part copied
+                cap = self.length + n + self.block
+                k = self._k.new_empty((*self._k.shape[:2], cap, self._k.shape[3]))
+                v = self._v.new_empty((*self._v.shape[:2], cap, self._v.shape[3]))
+                k[:, :, : self.length] = self._k[:, :, : self.length]
+                v[:, :, : self.length] = self._v[:, :, : self.length]
+                self._k, self._v = k, v
+            self._k[:, :, self.length:self.length + n] = key_states
+            self._v[:, :, self.length:self.length + n] = value_states
+            self.length += n
+            return self._views()
+
+        def get_seq_length(self) -> int:
+            return self.length if self.is_initialized else 0
+
+        def crop(self, tokens_to_remove: int) -> None:
+            if tokens_to_remove > 0:
+                raise ValueError("crop takes a negative number of positions to remove")
+            if self.is_initialized and tokens_to_remove < 0:
+                self.length = max(0, self.length + tokens_to_remove)
+                self._views()
+
+        def reset(self) -> None:
+            self._k = self._v = self.keys = self.values = None
+            self.length = 0
+            self.is_initialized = False
+
+        def batch_repeat_interleave(self, repeats: int) -> None:
+            if self._k is not None and self._v is not None:
+                self._k = self._k.repeat_interleave(repeats, dim=0)
+                self._v = self._v.repeat_interleave(repeats, dim=0)
+                self._views()
+
+        def batch_select_indices(self, indices: torch.Tensor) -> None:
+            if self._k is not None and self._v is not None:
+                self._k, self._v = self._k[indices], self._v[indices]
+                self._views()
+
+        def reorder_cache(self, beam_idx: torch.Tensor) -> None:
+            self.batch_select_indices(beam_idx.to(self.device))
+
+    return BlockLayer
+
+
+def _plain_cache(config: Any) -> Any:
+    from transformers import DynamicCache
+
+    return DynamicCache(config=config)
+
+
 class HFBackend(GroupsFront):
     """Batched KV-cache sampling with a transformers causal LM (see the module docstring).
 
     ``share_prefix=False`` prefills every row separately (n copies of each prompt): the
     recomputation baseline of the prefix-sharing benchmark; outputs are the same up to float noise.
+    The key/value cache grows by ``kv_block`` positions at a time (``block_cache``); ``kv_block=0``
+    uses transformers' plain ``DynamicCache`` (same outputs, slower at large batches).
     The model is used as is (in place updates by the trainer are seen by the next call).
     """
 
@@ -357,8 +471,12 @@ class HFBackend(GroupsFront):
         dtype: torch.dtype | None = None,
         share_prefix: bool = True,
         eos_ids: Sequence[int] | None = None,
+        kv_block: int = KV_BLOCK,
     ) -> None:
         self.device = torch.device(device)
+        if kv_block < 0:
+            raise ValueError(f"kv_block must be >= 0 (0: the plain DynamicCache), got {kv_block}")
+        self.kv_block = kv_block
         # dtype=None keeps the model's dtype: the backend shares the trainer's model, so it must
         # not cast it behind the trainer's back. Pass torch.bfloat16 on CUDA for speed.
         self.model = model.to(device=self.device) if dtype is None else model.to(
@@ -436,9 +554,7 @@ class HFBackend(GroupsFront):
         inp, mask = inp.to(self.device), mask.to(self.device)
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
 
-        from transformers import DynamicCache
-
-        cache = DynamicCache(config=self.model.config)
+        cache = block_cache(self.model.config, self.kv_block) if self.kv_block else _plain_cache(self.model.config)
         logits, cache = self._forward(cache, input_ids=inp, attention_mask=mask,
                                       position_ids=pos, logits_to_keep=1)
         if self.share_prefix and len(owner) > len(prompts):  # one prefill per prompt, KV expanded
