@@ -364,3 +364,29 @@ def test_bare_prompts_get_a_short_follow_up_the_character_model_can_parse():
     crit = tok.decode(s.followup_root(first, "critique").ids)
     verdict = "right" if first.reward >= 1.0 else "wrong"
     assert crit == f"{q}{shown}\n{verdict} {TOY_PROBLEM.answer}\n{q}"
+
+
+def test_a_branch_inside_the_last_allowed_thought_is_continued_not_refused():
+    """A token-level branch point inside thought ``max_thoughts`` (TreeRL's most uncertain token
+    of a chain that used every thought): the partial thought is completed by the continuation,
+    so the prefix holds ``max_thoughts - 1`` complete thoughts and may go on; the continuation
+    stops at the cap. A prefix of ``max_thoughts`` complete thoughts is still refused."""
+    from llm_fixtures import tiny_sampler
+
+    from respo.llm.thoughts import split_thoughts
+
+    sampler, root = tiny_sampler(max_thoughts=3, max_thought_tokens=6, max_new_tokens=40)
+    d = list(sampler.fmt.delimiter.canonical)
+    t1, t2, part = [30, 31] + d, [32] + d, [33]
+    states = [root]
+    for piece in (t1, t2, part):
+        states.append(TokenState(np.concatenate([states[-1].ids, np.asarray(piece, dtype=np.int64)]),
+                                 root.prompt_len))
+    out = sampler.extend(None, tuple(states), 4, rng=np.random.default_rng(0))
+    assert len(out) == 4
+    for c in out:
+        response = c.states[-1].ids[root.prompt_len:]
+        assert len(split_thoughts(response, sampler.fmt.delimiter)) <= 3
+    full = states[:3] + [TokenState(np.concatenate([states[2].ids, np.asarray([34] + d)]), root.prompt_len)]
+    with pytest.raises(ValueError, match="3 complete thoughts"):
+        sampler.extend(None, tuple(full), 1, rng=np.random.default_rng(0))

@@ -193,10 +193,12 @@ class LMSampler:
         if not np.array_equal(last.ids[: len(prefix[0])], prefix[0].ids):
             raise ValueError("prefix states do not extend their root")
         problem = self.problem_of(last)
-        k = len(prefix) - 1
+        k = len(prefix) - 1  # complete thoughts in the prefix ...
+        if k and not self.fmt.delimiter.ends_thought(last.ids, len(prefix[-2].ids), len(last.ids)):
+            k -= 1  # ... but a partial last one (a token-level branch point) is completed by the rest
         budget = self.cfg.max_new_tokens - (len(last) - last.prompt_len)
         if budget < 1 or k >= self.cfg.max_thoughts:
-            raise ValueError(f"prefix of {k} thoughts / {len(last) - last.prompt_len} tokens "
+            raise ValueError(f"prefix of {k} complete thoughts / {len(last) - last.prompt_len} tokens "
                              "leaves no room under max_thoughts / max_new_tokens")
         return problem, budget, replace(self.stop, max_thoughts=self.cfg.max_thoughts - k)
 
