@@ -4,7 +4,9 @@ Design rule P6 (docs/design.md): configuration is frozen dataclasses, parsed onc
 
 ``TrainConfig`` holds everything one run needs; nested ``ModelConfig``, ``SamplingConfig``,
 ``OptimConfig`` and ``EvalConfig`` group related knobs (``--model.name``, ``--optim.lr`` on the
-command line, through tyro). Derived values are ``@property``; nothing is mutated after
+command line, through tyro). ``SampleConfig`` declares the sampling limits once (the sampler, the
+warm-up's evaluation and ``respo eval run`` use it; ``SamplingConfig`` extends it), and
+``VLLMConfig`` the vLLM engine's settings (``sampling.vllm``). Derived values are ``@property``; nothing is mutated after
 construction. Named presets live in ``respo.presets``. Every run writes ``config.json``
 (``config_to_dict``) and a resumed run reads it back (``config_from_dict``).
 
