@@ -155,7 +155,7 @@ def run_srpo(model: Any, tok: Any, device: torch.device, *, steps: int, prompts:
     from respo.llm.config import ModelConfig, OptimConfig, SamplingConfig, TrainConfig
     from respo.llm.generation import HFBackend
     from respo.llm.localize import PromptedSelfLocalizer
-    from respo.llm.sampler import LMSampler, SampleConfig
+    from respo.llm.sampler import LMSampler
     from respo.llm.train import Parts, train
     from respo.llm.train_parts import build_task
 
@@ -172,10 +172,7 @@ def run_srpo(model: Any, tok: Any, device: torch.device, *, steps: int, prompts:
     task = build_task(cfg.task)
     s = cfg.sampling
     backend = HFBackend(model, tok, device=str(device))
-    sampler = LMSampler(backend, tok, task, cfg=SampleConfig(
-        max_new_tokens=s.max_response_tokens, temperature=s.temperature, top_p=s.top_p,
-        max_thought_tokens=s.max_thought_tokens, max_thoughts=s.max_thoughts,
-        delimiter=s.delimiter, prompt_variant=s.prompt_variant))
+    sampler = LMSampler(backend, tok, task, cfg=s.sample_config())
     loc = PromptedSelfLocalizer.for_sampler(sampler, temperature=s.localize_temperature,
                                             max_new_tokens=s.localize_max_tokens,
                                             fallback_mode=s.fallback)

@@ -47,7 +47,7 @@ task = make_task("arithmetic")
 problems = task.problems(64, seed=0, split="train")
 rollout = ResetRollout(task, problems, ResetConfig(
     variant="srpo", localizer="confidence",
-    sample=SampleConfig(max_new_tokens=64, delimiter="\n", prompt_variant=prompt_variant)))
+    sample=SampleConfig(max_response_tokens=64, delimiter="\n", prompt_variant=prompt_variant)))
 args = reset_grpo_config(rollout, output_dir=a.out, max_steps=a.steps, learning_rate=1e-6,
                          per_device_train_batch_size=16, logging_steps=1, report_to="none",
                          bf16=False, use_cpu=True, save_strategy="no")

@@ -89,7 +89,7 @@ def tiny_sampler(
     from respo.llm.sampler import LMSampler, SampleConfig
 
     cfg = SampleConfig(
-        max_new_tokens=max_new_tokens,
+        max_response_tokens=max_new_tokens,
         max_thought_tokens=max_thought_tokens,
         max_thoughts=max_thoughts,
         temperature=temperature,

@@ -353,7 +353,7 @@ def test_bare_prompts_get_a_short_follow_up_the_character_model_can_parse():
 
     tok = tiny_tokenizer()
     s = LMSampler(HFBackend(copy.deepcopy(tiny_lm(0)), tok, device="cpu"), tok, ToyTask(),
-                  cfg=SampleConfig(max_new_tokens=8, temperature=1.0, top_p=1.0, delimiter="\n",
+                  cfg=SampleConfig(max_response_tokens=8, temperature=1.0, top_p=1.0, delimiter="\n",
                                    prompt_variant="bare"))
     root = s.root(TOY_PROBLEM)
     first = s.extend(None, (root,), 1, rng=np.random.default_rng(0))[0]

@@ -18,7 +18,7 @@ def test_lm_sampler_contract_stop_overflow_and_thought_delimiter() -> None:
 
     from respo.llm.sampler import LMSampler, SampleConfig
 
-    cfg = SampleConfig(max_new_tokens=20, max_thought_tokens=5, max_thoughts=4, temperature=1.0,
+    cfg = SampleConfig(max_response_tokens=20, max_thought_tokens=5, max_thoughts=4, temperature=1.0,
                        top_p=0.9, delimiter="</thought>", overflow="stop")
     sampler = LMSampler(tiny_backend(1), tiny_tokenizer(), ToyTask(), cfg=cfg)
     check_sampler_contract(sampler, None, sampler.root(TOY_PROBLEM), n=3, seed=1)

@@ -38,7 +38,7 @@ def _trainer_cfg():
 def _flags(cfg) -> list[str]:
     s = cfg.sampling
     return ["--max-thoughts", str(s.max_thoughts), "--max-thought-tokens", str(s.max_thought_tokens),
-            "--max-new-tokens", str(s.max_response_tokens)]
+            "--max-response-tokens", str(s.max_response_tokens)]
 
 
 def test_the_three_evaluators_agree(tmp_path):
@@ -59,16 +59,14 @@ def test_the_three_evaluators_agree(tmp_path):
     trainer_eval = make_evaluator(cfg, HFBackend(model, tok), tok, task)
     trainer = trainer_eval(None, problems)
 
-    limits = sft.EvalLimits(max_new_tokens=s.max_response_tokens, max_thought_tokens=s.max_thought_tokens,
-                            max_thoughts=s.max_thoughts, prompt_variant=s.prompt_variant,
-                            delimiter=s.delimiter, batch_prompts=256)
-    warm = sft.evaluate_policy(model, tok, problems, task, n_samples=1, temperature=s.temperature,
-                               top_p=s.top_p, seed=seed, limits=limits)
+    # the warm-up's evaluation with the trainer's own sampling settings (one SampleConfig)
+    warm = sft.evaluate_policy(model, tok, problems, task, n_samples=1, seed=seed, sampling=s.sample_config(),
+                               batch_prompts=256)
 
     out = tmp_path / "eval.jsonl"
     common = dict(model=str(WARMUP), benchmarks=("arithmetic",), limit=n, seed=seed, out=out, batch_size=256,
                   max_thoughts=s.max_thoughts, max_thought_tokens=s.max_thought_tokens,
-                  max_new_tokens=s.max_response_tokens, save_responses=True)
+                  max_response_tokens=s.max_response_tokens, save_responses=True)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the folder's recorded settings agree with the flags
         (greedy_row,) = run(RunConfig(**common, temperature=0.0))
@@ -139,7 +137,7 @@ def test_a_contradicting_flag_is_warned_about_by_name():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         cfg, _, _ = resolve_settings(RunConfig(model=str(WARMUP)))
-    assert (cfg.prompt_variant, cfg.delimiter, cfg.max_thoughts, cfg.max_new_tokens) == ("bare", "\n", 20, 5120)
+    assert (cfg.prompt_variant, cfg.delimiter, cfg.max_thoughts, cfg.max_response_tokens) == ("bare", "\n", 20, 5120)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a folder that records nothing: no warning, flags or defaults
         cfg, model, source = resolve_settings(RunConfig(model="some/hub-id", delimiter="\\n"))
@@ -169,15 +167,15 @@ def test_run_and_checkpoint_folders_give_their_model_and_settings(tmp_path):
     run = _fake_run(tmp_path)
     ckpt = run / "checkpoints" / "step-000003"
     want = {"prompt_variant": "chat", "delimiter": "\n", "max_thoughts": 8, "max_thought_tokens": 48,
-            "max_new_tokens": 160}
+            "max_response_tokens": 160}
     for given, model in ((run, ckpt / "model"), (ckpt, ckpt / "model"), (ckpt / "model", ckpt / "model")):
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             cfg, got_model, source = resolve_settings(RunConfig(model=str(given)))
         assert got_model == str(model) and source.endswith("config.json")
         assert {k: getattr(cfg, k) for k in want} == want
-    with pytest.warns(SettingMismatchWarning, match=r"--max-new-tokens 5120 .*max_new_tokens=160"):
-        resolve_settings(RunConfig(model=str(run), max_new_tokens=5120))
+    with pytest.warns(SettingMismatchWarning, match=r"--max-response-tokens 5120 .*max_response_tokens=160"):
+        resolve_settings(RunConfig(model=str(run), max_response_tokens=5120))
     (run / "checkpoints" / "LATEST").unlink()
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         resolve_settings(RunConfig(model=str(run)))
@@ -202,6 +200,30 @@ def test_eval_run_accepts_every_trainer_prompt_variant():
     assert allowed == set(typing.get_args(PromptVariant)) == {"paper", "small", "bare", "chat"}
 
 
+def test_eval_run_flags_are_the_sample_config_fields():
+    """One flag per ``SampleConfig`` field, same name, optional (None: recorded, else
+    ``EVAL_SAMPLING``: greedy with the paper's prompt and limits); ``--max-new-tokens`` still works."""
+    import typing
+
+    import tyro
+
+    from respo.commands.evaluate import EVAL_SAMPLING, RunConfig, resolve_settings, sample_config
+    from respo.llm.config import SampleConfig
+
+    hints, plain = typing.get_type_hints(RunConfig), typing.get_type_hints(SampleConfig)
+    for f in dataclasses.fields(SampleConfig):
+        assert typing.get_args(hints[f.name])[-1] is type(None), f.name
+        assert set(typing.get_args(hints[f.name])[:-1]) <= set(typing.get_args(plain[f.name])) | {plain[f.name]}
+        assert getattr(RunConfig(model="m"), f.name) is None
+    assert EVAL_SAMPLING == SampleConfig(temperature=0.0, top_p=1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cfg, _, _ = resolve_settings(RunConfig(model="some/hub-id"))
+    assert sample_config(cfg) == EVAL_SAMPLING
+    rc = tyro.cli(RunConfig, args=["--model", "m", "--max-new-tokens", "64"])
+    assert rc.max_response_tokens == 64
+
+
 def test_eval_run_on_a_trained_run_folder(tmp_path):
     """A real (tiny) run: ``--model <run folder>`` evaluates its latest checkpoint with the run's
     sampling settings from its config.json; ``chat`` (a trainer prompt variant) is accepted."""
@@ -223,6 +245,6 @@ def test_eval_run_on_a_trained_run_folder(tmp_path):
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     s = cfg.sampling
     assert rows[0]["model_folder"].endswith("checkpoints/step-000000/model") and rows[0]["model"] == "run"
-    assert [rows[0]["config"][k] for k in ("prompt_variant", "delimiter", "max_thoughts", "max_new_tokens")] == [
+    assert [rows[0]["config"][k] for k in ("prompt_variant", "delimiter", "max_thoughts", "max_response_tokens")] == [
         s.prompt_variant, s.delimiter, str(s.max_thoughts), str(s.max_response_tokens)]
     assert rows[1]["config"]["prompt_variant"] == "chat"

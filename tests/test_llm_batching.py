@@ -134,7 +134,7 @@ def test_extend_many_contract_counters_and_determinism() -> None:
             assert c.info["problem_id"] == sampler.problem_of(prefix[0]).id
             full = c.states[-1].ids
             assert np.array_equal(full[: len(prefix[-1])], prefix[-1].ids), "token-exact prefix"
-            assert len(full) - c.states[0].prompt_len <= sampler.cfg.max_new_tokens
+            assert len(full) - c.states[0].prompt_len <= sampler.cfg.max_response_tokens
             assert c.n_thoughts <= sampler.cfg.max_thoughts
     flat = [c for o in outs for c in o]
     assert stats["gen/calls"] == 1 and stats["gen/chains"] == len(flat)

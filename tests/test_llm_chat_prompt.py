@@ -32,7 +32,7 @@ TEMPLATE = (
 )
 EOT = 3  # "<|end|>", the char tokenizer's EOS
 PROBLEM = Problem(id="p0", question="What is 2 + 2?", answer="4")
-CHAT = SampleConfig(max_new_tokens=60, max_thought_tokens=12, max_thoughts=10, temperature=1.0,
+CHAT = SampleConfig(max_response_tokens=60, max_thought_tokens=12, max_thoughts=10, temperature=1.0,
                     top_p=1.0, delimiter="\n", prompt_variant="chat")
 
 

@@ -82,6 +82,26 @@ def test_resume_refuses_a_different_config(tmp_path):
                         run_dir=tmp_path, resume=True)))
 
 
+def test_resume_reads_a_config_json_of_the_old_layout(tmp_path):
+    """A run started before the vLLM settings moved into ``sampling.vllm`` (flat ``vllm_*`` keys, no
+    ``overflow``) resumes: its config.json is read in the current layout."""
+    import json
+
+    from respo.llm.config import OLD_VLLM_KEYS
+
+    list(train(_cfg("rrpo", steps=1), fake_parts(tiny_lm(0), "uniform"), run_dir=tmp_path))
+    path = tmp_path / "config.json"
+    d = json.loads(path.read_text())
+    s = d["sampling"]
+    s.pop("overflow")
+    s.update({old: s["vllm"][new] for old, new in OLD_VLLM_KEYS.items()})
+    del s["vllm"]
+    path.write_text(json.dumps(d))
+    rows = list(train(_cfg("rrpo", steps=2), fake_parts(tiny_lm(0), "uniform"), run_dir=tmp_path, resume=True))
+    assert [r["step"] for r in rows] == [1]
+    assert "vllm" in json.loads(path.read_text())["sampling"]  # rewritten in the current layout
+
+
 def test_checkpoint_is_atomic_and_loads_with_plain_transformers(tmp_path):
     from transformers import AutoModelForCausalLM
 

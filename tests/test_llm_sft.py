@@ -44,7 +44,7 @@ def test_rendering_matches_the_sampler(tok):
     problems = generate_problems(cfg.spec, 12, seed=3, split="t")
     data = warmup_examples(problems, seed=1, error_frac=0.5)
     examples = sft.sft_examples(data, tok, delimiter=cfg.delimiter, prompt_variant=cfg.prompt_variant)
-    scfg = SampleConfig(delimiter=cfg.delimiter, prompt_variant=cfg.prompt_variant, max_new_tokens=256)
+    scfg = SampleConfig(delimiter=cfg.delimiter, prompt_variant=cfg.prompt_variant, max_response_tokens=256)
     assert any(e.first_error is not None for e in examples) and any(e.first_error is None for e in examples)
     for (p, lines, first_error), ex in zip(data, examples, strict=True):
         solution = ex.ids[ex.prompt_len:]
@@ -129,8 +129,9 @@ def test_cache_reuses_a_finished_checkpoint_and_ignores_tmp(tmp_path, monkeypatc
 def test_evaluate_policy_keys(tok):
     model = sft.build_model(TINY, tok)
     problems = generate_problems(TINY.spec, 3, seed=9, split="eval")
-    out = sft.evaluate_policy(model, tok, problems, ArithmeticTask(TINY.spec), n_samples=2, temperature=1.0,
-                              seed=0, limits=sft.EvalLimits(max_new_tokens=24, max_thought_tokens=12))
+    limits = dataclasses.replace(sft.WARMUP_EVAL, max_response_tokens=24, max_thought_tokens=12)
+    out = sft.evaluate_policy(model, tok, problems, ArithmeticTask(TINY.spec), n_samples=2, seed=0,
+                              sampling=limits)
     for k in ("greedy_pass@1", "sampled_pass@1", "greedy_chain_acc", "sampled_chain_acc", "step_error",
               "first_error", "hazard", "answer_found", "truncated"):
         assert k in out

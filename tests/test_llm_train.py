@@ -193,6 +193,53 @@ def test_config_roundtrips_through_json():
     assert d["derived"]["objective"]["pairing"] == "paper"
 
 
+def test_the_sampling_limits_are_declared_once():
+    """``SamplingConfig`` is the one ``SampleConfig`` plus the trainer's own fields: same names, same
+    defaults (the paper's code: 5120 response tokens), and the sampler gets exactly those."""
+    import dataclasses
+
+    from respo.llm.config import SampleConfig, SamplingConfig, VLLMConfig
+    from respo.llm.sampler import SampleConfig as SamplerSampleConfig
+
+    assert SamplerSampleConfig is SampleConfig and issubclass(SamplingConfig, SampleConfig)
+    own = {f.name for f in dataclasses.fields(SampleConfig)}
+    s = SamplingConfig()
+    assert s.sample_config() == SampleConfig() and type(s.sample_config()) is SampleConfig
+    assert (s.max_response_tokens, s.delimiter, s.prompt_variant) == (5120, "</thought>", "paper")
+    assert not {f.name for f in dataclasses.fields(SamplingConfig)} & {f.name for f in dataclasses.fields(VLLMConfig)}
+    assert own <= {f.name for f in dataclasses.fields(SamplingConfig)}
+    with pytest.raises(ValueError, match="sampling.max_response_tokens"):
+        SamplingConfig(max_response_tokens=0)
+    with pytest.raises(ValueError, match="sampling.temperature"):  # rollouts sample; greedy is for evaluation
+        SamplingConfig(temperature=0.0)
+    assert SampleConfig(temperature=0.0).temperature == 0.0
+    with pytest.raises(ValueError, match="prompt_variant"):
+        SampleConfig(prompt_variant="plain")  # type: ignore[arg-type]
+
+
+def test_committed_run_configs_load_in_the_current_layout():
+    """Every committed run's config.json (flat ``sampling.vllm_*`` keys, or none, and no
+    ``overflow``) loads, with its values where the current layout keeps them."""
+    from pathlib import Path
+
+    from respo.llm.config import OLD_VLLM_KEYS
+
+    root = Path(__file__).resolve().parents[1] / "experiments" / "results"
+    files = [p for p in sorted(root.rglob("config.json")) if "sampling" in json.loads(p.read_text())]
+    assert len(files) > 100
+    for p in files:
+        d = json.loads(p.read_text())
+        cfg = config_from_dict(d)
+        s, old = cfg.sampling, d["sampling"]
+        assert (s.max_response_tokens, s.delimiter, s.prompt_variant) == (
+            old["max_response_tokens"], old["delimiter"], old["prompt_variant"]), p
+        assert s.overflow == old.get("overflow", "force")
+        for key, new in OLD_VLLM_KEYS.items():
+            if key in old:
+                assert getattr(s.vllm, new) == old[key], (p, key)
+        assert config_from_dict(json.loads(json.dumps(config_to_dict(cfg)))) == cfg
+
+
 def test_metrics_file_and_config_are_written(tmp_path):
     cfg = _cfg("rrpo")
     list(train(cfg, fake_parts(tiny_lm(0), "uniform"), run_dir=tmp_path))

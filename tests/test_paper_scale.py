@@ -189,7 +189,7 @@ def test_reproduce_dry_run_prints_well_formed_commands(
             assert cmd[3] == "eval"
             rc = tyro.extras.subcommand_cli_from_dict({"run": RunConfig, "table": TableConfig}, args=cmd[4:])
             assert isinstance(rc, RunConfig)
-            assert (rc.temperature, rc.n, rc.limit, rc.delimiter, rc.max_new_tokens) == (0.0, 1, 500, "</thought>", 5120)
+            assert (rc.temperature, rc.n, rc.limit, rc.delimiter, rc.max_response_tokens) == (0.0, 1, 500, "</thought>", 5120)
             evals.append(rc)
     all_runs = [r for m in pp.MODELS for t in pp.TASKS for r in pp.paper_runs(m, t)]
     assert prepared == 1

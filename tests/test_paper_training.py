@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT / "experiments"))
 
 from vllm_fakes import FAKE_TYPES, FakeLLM  # noqa: E402
 
-from respo.llm.config import TrainConfig  # noqa: E402
+from respo.llm.config import TrainConfig, VLLMConfig  # noqa: E402
 from respo.presets import paper as pp  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -217,8 +217,8 @@ def test_vllm_backend_rewards_from_the_verifier_and_weights_synced_each_step(
     engine.model.load_weights = load_weights  # type: ignore[method-assign]
     data = _write_jsonl(tmp_path / "olympiads_train.jsonl", MATH_ROWS)
     cfg = tiny_cfg(task="math", data_file=str(data), variant="grpo", keep_checkpoints=2,
-                   sampling={"backend": "vllm", "vllm_gpu_memory_utilization": 0.3,
-                             "vllm_enable_prefix_caching": False})
+                   sampling={"backend": "vllm", "vllm": VLLMConfig(gpu_memory_utilization=0.3,
+                                                                   enable_prefix_caching=False)})
     parts = build_parts(cfg)
     assert isinstance(parts.sampler.backend, VLLMBackend)  # type: ignore[attr-defined]
     assert os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
@@ -293,14 +293,14 @@ def test_vllm_options_are_validated() -> None:
     with pytest.raises(ValueError, match="backend"):
         SamplingConfig(backend="sglang")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="gpu_memory_utilization"):
-        SamplingConfig(vllm_gpu_memory_utilization=1.5)
+        VLLMConfig(gpu_memory_utilization=1.5)
     with pytest.raises(ValueError, match="tensor_parallel_size"):
-        SamplingConfig(vllm_tensor_parallel_size=0)
+        VLLMConfig(tensor_parallel_size=0)
     with pytest.raises(ValueError, match="lora_rank"):
-        TrainConfig(sampling=SamplingConfig(backend="vllm", vllm_adapter_dir="adapters"))
+        TrainConfig(sampling=SamplingConfig(backend="vllm", vllm=VLLMConfig(adapter_dir="adapters")))
     cfg = TrainConfig(model=ModelConfig(lora_rank=8),
-                      sampling=SamplingConfig(backend="vllm", vllm_adapter_dir="adapters"))
-    assert cfg.sampling.vllm_adapter_dir == "adapters"
+                      sampling=SamplingConfig(backend="vllm", vllm=VLLMConfig(adapter_dir="adapters")))
+    assert cfg.sampling.vllm.adapter_dir == "adapters"
     for name in ("smollm2", "sft-warmup:400"):  # built by respo: vLLM cannot load them by name
         with pytest.raises(ValueError, match="vLLM"):
             TrainConfig(model=ModelConfig(name=name), sampling=SamplingConfig(backend="vllm"))
@@ -353,10 +353,11 @@ def test_eval_run_through_the_vllm_backend(tmp_path: Path, monkeypatch: pytest.M
     data.mkdir()
     _write_jsonl(data / "oly.jsonl", MATH_ROWS)
     cfg = RunConfig(model=str(tmp_path / "model"), benchmarks=("oly",), data=data, out=tmp_path / "eval.jsonl",
-                    backend="vllm", gpu_memory_utilization=0.5, max_new_tokens=32, save_responses=True)
+                    backend="vllm", vllm=VLLMConfig(gpu_memory_utilization=0.5), max_response_tokens=32,
+                    save_responses=True)
     (row,) = run(cfg)
     assert made == [{"model": str(tmp_path / "model"), "max_model_len": 8192, "seed": 42,
-                     "gpu_memory_utilization": 0.5, "tensor_parallel_size": 1}]
+                     "gpu_memory_utilization": 0.5, "enable_prefix_caching": True, "tensor_parallel_size": 1}]
     assert row["metrics"]["mean_reward"] == 0.5 and len(engine.calls) == 1
     (resp,) = [r for r in _read_jsonl(tmp_path / "eval.responses.jsonl") if r["id"] == "right"]
     assert resp["responses"] == ["\\boxed{7}</thought>"] and resp["rewards"] == [1.0]

@@ -47,7 +47,7 @@ from respo.tasks.base import Problem  # noqa: E402
 # TRL 1.16 reads a property that transformers >= 5.2x deprecates (not respo's code).
 pytestmark = pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
 PROBLEMS = [Problem(id=f"p{i}", question=f"What is {i} + 1?", answer="aeiou") for i in range(3)]
-SAMPLE = SampleConfig(max_new_tokens=16, max_thought_tokens=4, max_thoughts=20, temperature=1.0,
+SAMPLE = SampleConfig(max_response_tokens=16, max_thought_tokens=4, max_thoughts=20, temperature=1.0,
                       top_p=1.0, delimiter="\n", prompt_variant="bare")
 
 
@@ -357,7 +357,7 @@ def test_two_srpo_steps_on_smollm2(tmp_path: Path) -> None:
     problems = task.problems(4, seed=0, split="train")
     model, tok = load_smollm2()
     cfg = ResetConfig(variant="srpo", sample=SampleConfig(
-        max_new_tokens=48, max_thought_tokens=24, delimiter="\n", prompt_variant="chat",
+        max_response_tokens=48, max_thought_tokens=24, delimiter="\n", prompt_variant="chat",
         temperature=0.7, top_p=0.95))
     rollout = ResetRollout(task, problems, cfg)
     args = reset_grpo_config(rollout, output_dir=str(tmp_path), per_device_train_batch_size=16,

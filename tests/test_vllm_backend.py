@@ -321,7 +321,7 @@ def test_lm_sampler_contract_over_vllm_backend(overflow: str, lane: Any) -> None
     from respo.llm.sampler import LMSampler, SampleConfig
 
     be, _ = backend(random_tokens("abcdfghijklmnopqrstuvwxyz e\n"))  # answer "e": some chains fail
-    cfg = SampleConfig(max_new_tokens=24, max_thought_tokens=6, max_thoughts=6, temperature=1.0,
+    cfg = SampleConfig(max_response_tokens=24, max_thought_tokens=6, max_thoughts=6, temperature=1.0,
                        top_p=1.0, delimiter="\n", prompt_variant="small", overflow=overflow)  # type: ignore[arg-type]
     sampler = LMSampler(be, TOK, ToyTask(), cfg=cfg)
     check_sampler_contract(sampler, None, sampler.root(TOY_PROBLEM), n=4, seed=0)

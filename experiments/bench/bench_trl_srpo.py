@@ -66,7 +66,7 @@ else:
     PROMPT_VARIANT, TEMPERATURE, TOP_P = "bare", 1.0, 1.0
 TASK = make_task("arithmetic")
 PROBLEMS = TASK.problems(64, seed=0, split="train")
-SAMPLE = SampleConfig(max_new_tokens=args.completion_tokens, max_thought_tokens=args.completion_tokens,
+SAMPLE = SampleConfig(max_response_tokens=args.completion_tokens, max_thought_tokens=args.completion_tokens,
                       max_thoughts=64, temperature=TEMPERATURE, top_p=TOP_P, delimiter="\n",
                       prompt_variant=PROMPT_VARIANT)
 COMMON = dict(per_device_train_batch_size=8 * args.prompts, max_steps=1 + args.repeats,

@@ -60,6 +60,7 @@ prints a table. ``<out>`` defaults to ``runs/cpu_track/localizer_sft``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import sys
@@ -77,7 +78,7 @@ from respo.llm.localize import ConfidenceLocalizer, PromptedSelfLocalizer
 from respo.llm.metrics import write_json_atomic
 from respo.llm.sampler import LMSampler, SampleConfig
 from respo.llm.sft import (
-    EvalLimits,
+    WARMUP_EVAL,
     SFTConfig,
     SFTExample,
     evaluate_policy,
@@ -103,7 +104,7 @@ from respo.tasks.synthetic import (
 WARMUP = "experiments/results/cpu_track/warmup/sft-725a97604225e143"
 """The shipped warm-up: 400 of 500 steps of ``SFTConfig()`` (the ``sft-warmup:400`` model)."""
 
-ROLLOUT = SampleConfig(max_new_tokens=128, temperature=1.0, top_p=1.0, max_thought_tokens=16,
+ROLLOUT = SampleConfig(max_response_tokens=128, temperature=1.0, top_p=1.0, max_thought_tokens=16,
                        max_thoughts=10, delimiter="\n", prompt_variant="bare")
 """The ``cpu-synthetic`` preset's rollout sampling (``respo/presets/__init__.py``, copied here so
 this script does not import a preset file that may be edited while it runs)."""
@@ -274,8 +275,8 @@ def _row(name: str, res: Sequence[Any], truth: Sequence[int], wall: float, extra
 def pass_at_1(model: Any, tok: Any, held_out: Sequence[Problem], task: Any, *, samples: int) -> dict[str, Any]:
     """Held-out greedy and sampled (T = 1) pass@1 as ``warmup.py`` measures them."""
     t0 = time.time()
-    m = evaluate_policy(model, tok, held_out, task, n_samples=samples, temperature=1.0, top_p=1.0,
-                        seed=1000, limits=EvalLimits(prompt_variant="bare", delimiter="\n"))
+    m = evaluate_policy(model, tok, held_out, task, n_samples=samples, seed=1000,
+                        sampling=dataclasses.replace(WARMUP_EVAL, prompt_variant="bare", delimiter="\n"))
     keep = ("greedy_pass@1", "greedy_chain_acc", "sampled_pass@1", "sampled_chain_acc", "step_error",
             "first_error", "problems", "n_samples")
     return {**{k: m[k] for k in keep}, "wall_s": time.time() - t0}

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from respo.llm.sft import (
     RECIPES,
-    EvalLimits,
+    WARMUP_EVAL,
     checkpoint_path,
     evaluate_policy,
     load_warmup,
@@ -68,16 +68,16 @@ print(f"config key {cfg.key()}: {json.dumps(cfg.to_dict())}")
 
 
 # -- evaluation ----------------------------------------------------------------------------------
-limits = EvalLimits(prompt_variant=cfg.prompt_variant, delimiter=cfg.delimiter)  # as trained
+limits = dataclasses.replace(WARMUP_EVAL, prompt_variant=cfg.prompt_variant, delimiter=cfg.delimiter)  # as trained
 
 
 def evaluate(model, tok) -> dict:
     t0 = time.time()
     out = {
-        "T1": evaluate_policy(model, tok, held_out, task, n_samples=args.eval_samples, temperature=1.0,
-                              top_p=1.0, seed=args.eval_seed, limits=limits),
-        "T0.7": evaluate_policy(model, tok, held_out, task, n_samples=args.eval_samples, temperature=0.7,
-                                top_p=0.95, seed=args.eval_seed, limits=limits),
+        "T1": evaluate_policy(model, tok, held_out, task, n_samples=args.eval_samples, seed=args.eval_seed,
+                              sampling=limits),
+        "T0.7": evaluate_policy(model, tok, held_out, task, n_samples=args.eval_samples, seed=args.eval_seed,
+                                sampling=dataclasses.replace(limits, temperature=0.7, top_p=0.95)),
     }
     out["eval_wall_s"] = time.time() - t0
     s = out["T1"]

@@ -137,7 +137,7 @@ def eval_command(python: str, *, model: str, benchmarks: Sequence[str], data: Pa
                  "--temperature", "0.0", "--n", "1", "--limit", "500",
                  "--delimiter", s.delimiter, "--prompt-variant", s.prompt_variant,
                  "--max-thoughts", str(s.max_thoughts), "--max-thought-tokens", str(s.max_thought_tokens),
-                 "--max-new-tokens", str(s.max_response_tokens),
+                 "--max-response-tokens", str(s.max_response_tokens),
                  "--device", device)
 
 

@@ -139,7 +139,7 @@ def probe(name: str, backend: HFBackend, tok: Any, args: argparse.Namespace) -> 
     desc, make = candidate(name)
     task = make()
     problems = task.problems(args.problems, seed=args.seed, split="train")
-    base = SampleConfig(max_new_tokens=args.max_tokens, temperature=0.7, top_p=0.95,
+    base = SampleConfig(max_response_tokens=args.max_tokens, temperature=0.7, top_p=0.95,
                         max_thought_tokens=args.max_thought_tokens, max_thoughts=args.max_thoughts,
                         delimiter="\n", prompt_variant=args.prompt_variant)
     sampled_s = LMSampler(backend, tok, task, cfg=base)
@@ -168,7 +168,7 @@ def step_timing(name: str, backend: HFBackend, tok: Any, args: argparse.Namespac
     """One training-step-equivalent of fresh generation: 4 prompts x 8 samples in one call."""
     task = candidate(name)[1]()
     problems = task.problems(4, seed=args.seed + 1, split="train")
-    cfg = SampleConfig(max_new_tokens=args.max_tokens, temperature=0.7, top_p=0.95,
+    cfg = SampleConfig(max_response_tokens=args.max_tokens, temperature=0.7, top_p=0.95,
                        max_thought_tokens=args.max_thought_tokens, max_thoughts=args.max_thoughts,
                        delimiter="\n", prompt_variant=args.prompt_variant)
     smp = LMSampler(backend, tok, task, cfg=cfg)

@@ -23,21 +23,28 @@ and a flag that contradicts one is warned about (``SettingMismatchWarning``).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import tyro
 
+from respo.llm.config import SampleConfig, VLLMConfig
 from respo.llm.prompts import PromptVariant
 from respo.tasks.base import Problem, Task
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Evaluate one model (one training seed) on benchmarks; append rows to a JSONL file."""
+    """Evaluate one model (one training seed) on benchmarks; append rows to a JSONL file.
+
+    The sampling flags (``--temperature`` to ``--overflow``) are the fields of
+    ``respo.llm.config.SampleConfig``. One not given is the setting the model folder records (a
+    warm-up's ``sft.json``, a run's ``config.json``), else ``EVAL_SAMPLING``'s: greedy, with the
+    paper's prompt and limits."""
 
     model: str
     """Folder of a saved transformers model (or a hub id on a connected machine); also a warm-up
@@ -57,28 +64,29 @@ class RunConfig:
     """Training seed of this model (the tables' mean/std runs over it) and the sampling seed."""
     n: int = 1
     """Samples per problem (1 with temperature 0 is the paper's greedy pass@1)."""
-    temperature: float = 0.0
-    """Sampling temperature (0 = greedy)."""
-    top_p: float = 1.0
-    """Nucleus mass when sampling."""
     ks: tuple[int, ...] = (1,)
     """pass@k values to report (each k <= n)."""
     limit: int = 500
     """At most this many items per benchmark (the paper: 500)."""
+    # -- the sampling: one flag per SampleConfig field; None = recorded, else EVAL_SAMPLING's
+    temperature: float | None = None
+    """Sampling temperature. None: 0 (greedy)."""
+    top_p: float | None = None
+    """Nucleus mass when sampling. None: 1."""
+    delimiter: str | None = None
+    """End-of-thought marker; backslash escapes are decoded (``--delimiter '\\n'`` is a newline)."""
+    max_thoughts: int | None = None
+    """Most thoughts per response."""
+    max_thought_tokens: int | None = None
+    """Most tokens per thought."""
+    max_response_tokens: Annotated[int | None, tyro.conf.arg(aliases=("--max-new-tokens",))] = None
+    """Response budget in tokens (also ``--max-new-tokens``)."""
     prompt_variant: PromptVariant | None = None
     """Prompt of ``respo.llm.prompts``, as the trainer renders it: ``paper``, ``small`` (one step
-    per line), ``bare`` (``Q: <question>``) or ``chat`` (the tokenizer's chat template). None: the
-    one the model folder records (a warm-up's ``sft.json``, a run's ``config.json``), else
-    ``paper``."""
-    delimiter: str | None = None
-    """End-of-thought marker; backslash escapes are decoded (``--delimiter '\\n'`` is a newline).
-    None: the recorded one, else ``</thought>``."""
-    max_thoughts: int | None = None
-    """Most thoughts per response. None: the recorded one, else 20 (the paper)."""
-    max_thought_tokens: int | None = None
-    """Most tokens per thought. None: the recorded one, else 256 (the paper)."""
-    max_new_tokens: int | None = None
-    """Response budget in tokens. None: the recorded one, else 5120 (the paper: about 5k)."""
+    per line), ``bare`` (``Q: <question>``) or ``chat`` (the tokenizer's chat template)."""
+    overflow: Literal["force", "stop"] | None = None
+    """A thought at ``max_thought_tokens``: force the delimiter or stop the chain."""
+    # -- the engine
     batch_size: int = 16
     """Prompts per generation call (the sampled chains do not depend on it)."""
     device: str = "cpu"
@@ -86,14 +94,17 @@ class RunConfig:
     backend: Literal["hf", "vllm"] = "hf"
     """Generation engine: ``hf`` (transformers) or ``vllm`` (a ``vllm.LLM`` engine through
     ``respo.llm.vllm_backend.VLLMBackend``, same stop rules; ``pip install 'respo[vllm]'``)."""
-    gpu_memory_utilization: float = 0.9
-    """vllm only: share of GPU memory the engine may take."""
-    max_model_len: int = 8192
-    """vllm only: longest prompt + response in tokens."""
-    tensor_parallel_size: int = 1
-    """vllm only: GPUs the engine shards the model over."""
+    vllm: VLLMConfig = field(default_factory=lambda: VLLMConfig(gpu_memory_utilization=0.9))
+    """The vLLM engine (``--backend vllm`` only); alone on its GPU, it may take 90% of the memory.
+    ``adapter_dir`` (the trainer's LoRA sync) does not apply."""
     save_responses: bool = False
     """Also write every response to <out>.responses.jsonl."""
+
+
+EVAL_SAMPLING = SampleConfig(temperature=0.0, top_p=1.0)
+"""``respo eval run``'s sampling where neither a flag nor the model folder gives a setting: the
+paper's evaluation, one greedy sample (``docs/method.md`` section 6), with ``SampleConfig``'s
+defaults for the rest (the paper's prompt and limits)."""
 
 
 @dataclass(frozen=True)
@@ -174,10 +185,9 @@ def check_model_source(name: str) -> None:
         raise ValueError(f"--model {name}: no weights (*.safetensors or *.bin) in the folder")
 
 
-DEFAULT_SETTINGS: dict[str, Any] = {"prompt_variant": "paper", "delimiter": "</thought>", "max_thoughts": 20,
-                                     "max_thought_tokens": 256, "max_new_tokens": 5120}
-"""The prompt and thought settings when neither a flag nor the model folder gives one: the
-paper's (``respo.presets.paper.PAPER_SAMPLING``, ``docs/method.md`` sections 2 and 6)."""
+SAMPLE_FIELDS = tuple(f.name for f in dataclasses.fields(SampleConfig))
+"""``RunConfig``'s sampling flags: every ``SampleConfig`` field (``tests/test_evaluator.py`` checks that
+``RunConfig`` has each, as an optional flag)."""
 
 
 class SettingMismatchWarning(UserWarning):
@@ -208,21 +218,21 @@ def resolve_settings(cfg: RunConfig) -> tuple[RunConfig, str, str]:
     A setting given as a flag wins; when the folder (``respo.llm.evaluator.settings_of_folder``:
     a warm-up, run or checkpoint folder) records another value, a ``SettingMismatchWarning`` names
     the setting, the flag's value and the recorded one. A setting not given is the recorded one,
-    else ``DEFAULT_SETTINGS``'. The delimiter's backslash escapes are decoded first.
+    else ``EVAL_SAMPLING``'s. The delimiter's backslash escapes are decoded first.
     """
     import warnings
 
-    from respo.llm.evaluator import SETTINGS, settings_of_folder
+    from respo.llm.evaluator import settings_of_folder
 
     rec = settings_of_folder(cfg.model)
     chosen: dict[str, Any] = {}
-    for k in SETTINGS:
+    for k in SAMPLE_FIELDS:
         flag = getattr(cfg, k)
         if k == "delimiter" and flag is not None:
             flag = decode_escapes(flag)
         have = rec.settings.get(k)
         if flag is None:
-            chosen[k] = have if have is not None else DEFAULT_SETTINGS[k]
+            chosen[k] = have if have is not None else getattr(EVAL_SAMPLING, k)
             continue
         if have is not None and flag != have:
             warnings.warn(f"--{k.replace('_', '-')} {flag!r} contradicts the recorded setting {k}={have!r} "
@@ -231,17 +241,12 @@ def resolve_settings(cfg: RunConfig) -> tuple[RunConfig, str, str]:
     return replace(cfg, **chosen), rec.model, rec.source
 
 
-def sample_config(cfg: RunConfig) -> Any:
+def sample_config(cfg: RunConfig) -> SampleConfig:
     """The sampler's ``SampleConfig`` of a resolved ``cfg`` (``resolve_settings``)."""
-    from respo.llm.sampler import SampleConfig
-
-    budget, per_thought, thoughts = cfg.max_new_tokens, cfg.max_thought_tokens, cfg.max_thoughts
-    delimiter, variant = cfg.delimiter, cfg.prompt_variant
-    if budget is None or per_thought is None or thoughts is None or delimiter is None or variant is None:
+    given = {k: getattr(cfg, k) for k in SAMPLE_FIELDS}
+    if any(v is None for v in given.values()):
         raise ValueError("sample_config needs a resolved RunConfig (resolve_settings)")
-    return SampleConfig(max_new_tokens=budget, temperature=cfg.temperature, top_p=cfg.top_p,
-                        max_thought_tokens=per_thought, max_thoughts=thoughts, delimiter=delimiter,
-                        prompt_variant=variant)
+    return SampleConfig(**given)
 
 
 def hf_backend(cfg: RunConfig, model: str) -> tuple[Any, Any]:
@@ -269,9 +274,13 @@ def vllm_backend(cfg: RunConfig, model: str) -> tuple[Any, Any]:
     from respo.llm import vllm_backend as vb
     from respo.llm.generation import eos_ids_of
 
-    engine = vb.make_engine(model, max_model_len=cfg.max_model_len, seed=cfg.seed,
-                            gpu_memory_utilization=cfg.gpu_memory_utilization,
-                            tensor_parallel_size=cfg.tensor_parallel_size)
+    v = cfg.vllm
+    if v.adapter_dir is not None:
+        raise ValueError("--vllm.adapter-dir is the trainer's LoRA sync; respo eval run loads the whole model")
+    engine = vb.make_engine(model, max_model_len=v.max_model_len, seed=cfg.seed,
+                            gpu_memory_utilization=v.gpu_memory_utilization,
+                            enable_prefix_caching=v.enable_prefix_caching,
+                            tensor_parallel_size=v.tensor_parallel_size)
     tok = AutoTokenizer.from_pretrained(model)
     try:
         gen_cfg = GenerationConfig.from_pretrained(model)

@@ -115,7 +115,7 @@ class ResetConfig:
     fallback: str = "step1"
     """What an undecided localization does: ``step1``, ``uniform`` or ``skip`` (``respo.resets``)."""
     sample: SampleConfig = field(default_factory=lambda: SampleConfig(
-        max_new_tokens=256, delimiter="\n", prompt_variant="chat", max_thought_tokens=64))
+        max_response_tokens=256, delimiter="\n", prompt_variant="chat", max_thought_tokens=64))
     """Rollout sampling (respo's ``SampleConfig``: token budget, thoughts, delimiter, prompt)."""
     pairing: str = "paper"
     """``paper`` (GRPO with token-mean, resets with seq-mean-token-mean) or ``matched``."""
@@ -350,7 +350,7 @@ def _grpo_settings(rollout: ResetRollout) -> dict[str, Any]:
         "mask_truncated_completions": False,
         "top_entropy_quantile": 1.0,
         "multi_objective_aggregation": "sum_then_normalize",
-        "max_completion_length": s.max_new_tokens,
+        "max_completion_length": s.max_response_tokens,
     }
 
 

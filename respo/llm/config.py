@@ -4,7 +4,9 @@ Design rule P6 (docs/design.md): configuration is frozen dataclasses, parsed onc
 
 ``TrainConfig`` holds everything one run needs; nested ``ModelConfig``, ``SamplingConfig``,
 ``OptimConfig`` and ``EvalConfig`` group related knobs (``--model.name``, ``--optim.lr`` on the
-command line, through tyro). Derived values are ``@property``; nothing is mutated after
+command line, through tyro). ``SampleConfig`` declares the sampling limits once (the sampler, the
+warm-up's evaluation and ``respo eval run`` use it; ``SamplingConfig`` extends it), and
+``VLLMConfig`` the vLLM engine's settings (``sampling.vllm``). Derived values are ``@property``; nothing is mutated after
 construction. Named presets live in ``respo.presets``. Every run writes ``config.json``
 (``config_to_dict``) and a resumed run reads it back (``config_from_dict``).
 
@@ -17,9 +19,9 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from respo.losses import AGG_MODES, LOSSES
+from respo.llm.prompts import PROMPT_VARIANTS, PromptVariant
 from respo.resets import FALLBACK_MODES
 from respo.variants import PAIRINGS, Objective, Variant, get_variant, resolve_objective
 
@@ -105,27 +107,105 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
-class SamplingConfig:
-    """How rollouts are generated and how SRPO localizes (``docs/method.md`` sections 2 and 4)."""
+class SampleConfig:
+    """The sampling limits of the thought MDP (``docs/method.md`` section 2), declared once.
+
+    The sampler (``respo.llm.sampler.LMSampler``) reads them; the trainer's ``SamplingConfig``
+    extends them with its localizer and engine settings; the warm-up's evaluation
+    (``respo.llm.sft.evaluate_policy``) and ``respo eval run`` build one of them. Every default is
+    the paper's released code (``docs/method.md`` section 2: ``training/config/srpo_math500.yaml``,
+    ``actor_rollout_ref.rollout``, and ``training/config/thought_agent_config.yaml``).
+    """
 
     temperature: float = 0.7
-    """Rollout temperature (the paper: 0.7)."""
+    """Sampling temperature; 0 = greedy (the paper's rollouts: ``rollout.temperature: 0.7``)."""
     top_p: float = 0.95
-    """Nucleus sampling for rollouts (the paper: 0.95)."""
-    delimiter: str = "\n"
-    """Thought delimiter (the paper: ``</thought>``; newline for small models)."""
+    """Nucleus mass (the paper: ``rollout.top_p: 0.95``)."""
+    delimiter: str = "</thought>"
+    """End-of-thought text, kept in the trained tokens (the paper: ``thought_delimiter:
+    "</thought>"``; a newline for small models)."""
     max_thoughts: int = 20
-    """At most this many thoughts per chain (the paper: 20)."""
+    """At most this many thoughts per chain, copied prefix thoughts included (the paper:
+    ``max_thoughts: 20``)."""
     max_thought_tokens: int = 256
-    """At most this many tokens per thought (the paper: 256)."""
-    max_response_tokens: int = 5000
-    """Response budget in tokens; a chain that runs out is cut back to its last complete thought."""
-    prompt_variant: Literal["paper", "small", "bare", "chat"] = "small"
-    """Prompt wording: ``paper`` (thought delimiter named in the prompt) or ``small``
-    (one step per line, for small models with the newline delimiter) or ``bare`` (``Q: <question>``
-    only, for a model trained from scratch that cannot read instructions) or ``chat`` (the
-    question and a step-by-step, ``\\boxed{}`` instruction as one user message in the tokenizer's
-    chat template, for instruct models; the chain ends at its end-of-turn token)."""
+    """At most this many tokens per thought, delimiter included (the paper:
+    ``max_tokens_per_thought: 256``)."""
+    max_response_tokens: int = 5120
+    """Response budget in tokens, copied prefix thoughts included (a suffix gets what its prefix
+    left); a chain that runs out is cut back to its last complete thought (the paper:
+    ``rollout.response_length: 5120``, which is 20 x 256)."""
+    prompt_variant: PromptVariant = "paper"
+    """Prompt wording (``respo.llm.prompts``): ``paper`` (the paper's completion prompt, the
+    delimiter named in it), ``small`` (one step per line, for small models with the newline
+    delimiter), ``bare`` (``Q: <question>`` only, for a model trained from scratch that cannot read
+    instructions) or ``chat`` (the question and a step-by-step, ``\\boxed{}`` instruction as one
+    user message in the tokenizer's chat template, for instruct models; the chain ends at its
+    end-of-turn token)."""
+    overflow: Literal["force", "stop"] = "force"
+    """A thought that reaches ``max_thought_tokens``: force the delimiter (``force``; the paper's
+    engine call per thought stops at the token cap and the next thought starts after a
+    delimiter) or stop the chain and cut it back (``stop``)."""
+
+    _where: ClassVar[str] = ""
+    """Prefix of the field names in error messages (``sampling.`` in the trainer's config)."""
+
+    def __post_init__(self) -> None:
+        w = self._where
+        check_number(f"{w}temperature", self.temperature, low=0)
+        check_number(f"{w}top_p", self.top_p, low=0, strict=True, high=1)
+        for k in ("max_thoughts", "max_thought_tokens", "max_response_tokens"):
+            check_number(f"{w}{k}", getattr(self, k), low=1, integer=True)
+        if not isinstance(self.delimiter, str) or not self.delimiter:
+            raise ValueError(f"{w}delimiter must be a non-empty string, got {self.delimiter!r}")
+        if self.prompt_variant not in PROMPT_VARIANTS:
+            raise ValueError(f"unknown {w}prompt_variant {self.prompt_variant!r}; "
+                             f"valid: {', '.join(PROMPT_VARIANTS)}")
+        if self.overflow not in ("force", "stop"):
+            raise ValueError(f"{w}overflow must be force or stop, got {self.overflow!r}")
+
+    def sample_config(self) -> SampleConfig:
+        """These limits as a plain ``SampleConfig`` (a ``SamplingConfig`` less its own fields)."""
+        return SampleConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(SampleConfig)})
+
+
+@dataclass(frozen=True)
+class VLLMConfig:
+    """The vLLM engine's settings (``respo.llm.vllm_backend.make_engine``); used only with the
+    ``vllm`` backend (the trainer's ``sampling.backend``, ``respo eval run --backend``)."""
+
+    gpu_memory_utilization: float = 0.45
+    """Share of GPU memory the engine may take; the default leaves the rest to the trainer on the
+    same GPU (``respo eval run``, alone on its GPU, defaults to 0.9)."""
+    max_model_len: int = 8192
+    """Longest prompt + response in tokens (the paper: ``rollout.max_model_len: 8192`` = 2048 prompt
+    + 5120 response + room)."""
+    enable_prefix_caching: bool = True
+    """Reuse KV blocks of shared prefixes (a reset group's n continuations)."""
+    tensor_parallel_size: int = 1
+    """GPUs per engine. The trainer's full-weight sync needs 1 (an in-process engine); use
+    ``adapter_dir`` (LoRA sync) for more."""
+    adapter_dir: str | None = None
+    """Trainer only: sync LoRA adapters through this folder (needs ``ModelConfig.lora_rank > 0``;
+    the engine gets a LoRA slot of that rank). None: full-weight sync, the LoRA delta merged into
+    each weight (``hf_weights``), into an in-process engine (``VLLM_ENABLE_V1_MULTIPROCESSING=0``
+    is set when unset)."""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise ValueError(f"vllm.gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
+        if self.max_model_len < 1 or self.tensor_parallel_size < 1:
+            raise ValueError("vllm.max_model_len and vllm.tensor_parallel_size must be >= 1, got "
+                             f"{self.max_model_len}, {self.tensor_parallel_size}")
+
+
+@dataclass(frozen=True)
+class SamplingConfig(SampleConfig):
+    """How rollouts are generated and how SRPO localizes (``docs/method.md`` sections 2 and 4):
+    the sampling limits of ``SampleConfig`` (rollouts are sampled, temperature > 0; the in-loop
+    evaluation also runs them greedily), the self-localizer, the parent search and the engine."""
+
+    _where: ClassVar[str] = "sampling."
+
     localizer: Literal["prompted", "confidence"] = "prompted"
     """SRPO's self-localizer: ``prompted`` (the paper: the policy is asked for the first wrong
     step) or ``confidence`` (first thought with a token below ``confidence_threshold``; one
@@ -151,43 +231,24 @@ class SamplingConfig:
     backend: Literal["hf", "vllm"] = "hf"
     """Generation engine of rollouts, localization and in-loop evaluation: ``hf`` (transformers,
     the trainer's own model) or ``vllm`` (``respo.llm.vllm_backend.VLLMBackend`` over a colocated
-    ``vllm.LLM`` built from ``ModelConfig.name``, a hub id or local folder; optional extra
-    ``pip install 'respo[vllm]'``). The vLLM engine holds its own copy of the weights: the loop
-    pushes the trained weights to it after every step (and after a resume)."""
-    vllm_gpu_memory_utilization: float = 0.45
-    """vLLM only: share of GPU memory the engine may take (the rest is the trainer's)."""
-    vllm_max_model_len: int = 8192
-    """vLLM only: longest prompt + response in tokens (``docs/method.md``: 2048 + 5120 <= 8192)."""
-    vllm_enable_prefix_caching: bool = True
-    """vLLM only: reuse KV blocks of shared prefixes (a reset group's n continuations)."""
-    vllm_tensor_parallel_size: int = 1
-    """vLLM only: GPUs per engine. Full-weight sync needs 1 (an in-process engine); use
-    ``vllm_adapter_dir`` (LoRA sync) for more."""
-    vllm_adapter_dir: str | None = None
-    """vLLM only: sync LoRA adapters through this folder (needs ``ModelConfig.lora_rank > 0``; the
-    engine gets a LoRA slot of that rank). None: full-weight sync, the LoRA delta merged into
-    each weight (``hf_weights``), into an in-process engine (``VLLM_ENABLE_V1_MULTIPROCESSING=0``
-    is set when unset)."""
+    ``vllm.LLM`` built from ``ModelConfig.name``, a hub id or local folder, with ``vllm``'s
+    settings; optional extra ``pip install 'respo[vllm]'``). The vLLM engine holds its own copy of
+    the weights: the loop pushes the trained weights to it after every step (and after a resume)."""
+    vllm: VLLMConfig = field(default_factory=VLLMConfig)
+    """The vLLM engine (``backend="vllm"`` only)."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
+        check_number("sampling.temperature", self.temperature, low=0, strict=True)
         if self.fallback not in FALLBACK_MODES:
             raise ValueError(f"unknown fallback {self.fallback!r}; valid: {', '.join(FALLBACK_MODES)}")
         if self.localizer not in ("prompted", "confidence"):
             raise ValueError(f"unknown localizer {self.localizer!r}; valid: prompted, confidence")
-        check_number("sampling.temperature", self.temperature, low=0, strict=True)
-        check_number("sampling.top_p", self.top_p, low=0, strict=True, high=1)
         check_number("sampling.localize_temperature", self.localize_temperature, low=0)
         check_number("sampling.confidence_threshold", self.confidence_threshold, low=0, high=1)
-        for k in ("max_thoughts", "max_thought_tokens", "max_response_tokens", "localize_max_tokens"):
-            check_number(f"sampling.{k}", getattr(self, k), low=1, integer=True)
+        check_number("sampling.localize_max_tokens", self.localize_max_tokens, low=1, integer=True)
         if self.backend not in ("hf", "vllm"):
             raise ValueError(f"unknown backend {self.backend!r}; valid: hf, vllm")
-        if not 0 < self.vllm_gpu_memory_utilization <= 1:
-            raise ValueError("vllm_gpu_memory_utilization must be in (0, 1], got "
-                             f"{self.vllm_gpu_memory_utilization}")
-        if self.vllm_max_model_len < 1 or self.vllm_tensor_parallel_size < 1:
-            raise ValueError("vllm_max_model_len and vllm_tensor_parallel_size must be >= 1, got "
-                             f"{self.vllm_max_model_len}, {self.vllm_tensor_parallel_size}")
 
 
 @dataclass(frozen=True)
@@ -354,6 +415,8 @@ class TrainConfig:
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
 
     def __post_init__(self) -> None:
+        from respo.losses import AGG_MODES, LOSSES  # torch: kept out of this module's import
+
         get_variant(self.variant)  # raises with the valid names
         if self.pairing not in PAIRINGS:
             raise ValueError(f"unknown pairing {self.pairing!r}; valid: {', '.join(PAIRINGS)}")
@@ -388,8 +451,8 @@ class TrainConfig:
             raise ValueError(f"sampling.backend='vllm' loads model.name with vLLM, which needs a hub id or "
                              f"a folder of weights; {self.model.name!r} is built by respo (use the "
                              "transformers backend, or the folder respo converted it to)")
-        if self.sampling.vllm_adapter_dir is not None and self.model.lora_rank < 1:
-            raise ValueError("sampling.vllm_adapter_dir (LoRA sync) needs model.lora_rank > 0")
+        if self.sampling.vllm.adapter_dir is not None and self.model.lora_rank < 1:
+            raise ValueError("sampling.vllm.adapter_dir (LoRA sync) needs model.lora_rank > 0")
 
     @property
     def variant_row(self) -> Variant:
@@ -427,19 +490,53 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
     return out
 
 
-def config_from_dict(d: dict[str, Any]) -> TrainConfig:
-    """Rebuild a ``TrainConfig`` from ``config_to_dict`` output (``derived`` is ignored)."""
-    d = {k: v for k, v in d.items() if k != "derived"}
-    nested = {"model": ModelConfig, "sampling": SamplingConfig, "optim": OptimConfig, "eval": EvalConfig,
-              "baseline": BaselineConfig}
+OLD_VLLM_KEYS = {"vllm_gpu_memory_utilization": "gpu_memory_utilization", "vllm_max_model_len": "max_model_len",
+                 "vllm_enable_prefix_caching": "enable_prefix_caching",
+                 "vllm_tensor_parallel_size": "tensor_parallel_size", "vllm_adapter_dir": "adapter_dir"}
+"""Sampling keys of the config.json files written before the vLLM settings moved into
+``SamplingConfig.vllm`` (old key -> ``VLLMConfig`` field)."""
+
+
+def upgrade_config_dict(d: dict[str, Any]) -> dict[str, Any]:
+    """A ``config.json`` dict in the current layout (a copy; the current layout is returned as is).
+
+    Older runs wrote the vLLM settings as flat ``sampling.vllm_*`` keys (``OLD_VLLM_KEYS``): they
+    move into ``sampling.vllm``. ``sampling.overflow`` was not recorded before it became a setting
+    of the trainer: those runs forced the delimiter (``force``), which is filled in.
+    """
+    s = d.get("sampling")
+    if not isinstance(s, dict) or (not any(k in s for k in OLD_VLLM_KEYS) and "overflow" in s):
+        return d
+    s = dict(s)
+    old = {new: s.pop(k) for k, new in OLD_VLLM_KEYS.items() if k in s}
+    if old:
+        if "vllm" in s:
+            raise ValueError("config.json: sampling has both vllm_* keys and a vllm section")
+        s["vllm"] = old
+    s.setdefault("overflow", "force")
+    return {**d, "sampling": s}
+
+
+def _build(cls: Any, d: dict[str, Any]) -> Any:
+    """``cls(**d)`` with lists as tuples and nested config dataclasses rebuilt from their dicts."""
+    kinds = {f.name: f.type for f in dataclasses.fields(cls)}
     kw: dict[str, Any] = {}
     for k, v in d.items():
-        if k in nested:
-            sub = dict(v)
-            for kk, vv in sub.items():
-                if isinstance(vv, list):
-                    sub[kk] = tuple(vv)
-            kw[k] = nested[k](**sub)
+        sub = NESTED.get(kinds.get(k, ""))
+        if sub is not None and isinstance(v, dict):
+            kw[k] = _build(sub, v)
         else:
             kw[k] = tuple(v) if isinstance(v, list) else v
-    return TrainConfig(**kw)
+    return cls(**kw)
+
+
+NESTED: dict[Any, Any] = {"ModelConfig": ModelConfig, "SamplingConfig": SamplingConfig, "VLLMConfig": VLLMConfig,
+                          "OptimConfig": OptimConfig, "EvalConfig": EvalConfig, "BaselineConfig": BaselineConfig}
+"""The nested config classes by the name their fields are annotated with."""
+
+
+def config_from_dict(d: dict[str, Any]) -> TrainConfig:
+    """Rebuild a ``TrainConfig`` from ``config_to_dict`` output (``derived`` is ignored), also from
+    an older run's ``config.json`` (``upgrade_config_dict``)."""
+    d = upgrade_config_dict({k: v for k, v in d.items() if k != "derived"})
+    return _build(TrainConfig, d)

@@ -162,17 +162,10 @@ class Evaluator:
                 "step_error": float(tot[2] / max(tot[3], 1))}
 
 
-def sample_config_of(sampling: Any) -> SampleConfig:
-    """The sampler's ``SampleConfig`` of a trainer ``SamplingConfig`` (rollouts and evaluation)."""
-    s = sampling
-    return SampleConfig(max_new_tokens=s.max_response_tokens, temperature=s.temperature, top_p=s.top_p,
-                        max_thought_tokens=s.max_thought_tokens, max_thoughts=s.max_thoughts,
-                        delimiter=s.delimiter, prompt_variant=s.prompt_variant)
-
-
 # -- what a folder records --------------------------------------------------------------------------
-SETTINGS = ("prompt_variant", "delimiter", "max_thoughts", "max_thought_tokens", "max_new_tokens")
-"""The prompt and thought settings a folder can record (``respo eval run``'s flag names)."""
+SETTINGS = ("prompt_variant", "delimiter", "max_thoughts", "max_thought_tokens", "max_response_tokens", "overflow")
+"""The prompt and thought settings a folder can record: the ``SampleConfig`` fields but the
+temperature and top-p (a run's are its rollouts'; an evaluation chooses its own)."""
 
 
 @dataclass(frozen=True)
@@ -200,9 +193,7 @@ def _run_settings(conf: dict[str, Any]) -> dict[str, Any] | None:
     s = conf.get("sampling")
     if not isinstance(s, dict):
         return None
-    names = {"prompt_variant": "prompt_variant", "delimiter": "delimiter", "max_thoughts": "max_thoughts",
-             "max_thought_tokens": "max_thought_tokens", "max_new_tokens": "max_response_tokens"}
-    return {k: s[v] for k, v in names.items() if v in s}
+    return {k: s[k] for k in SETTINGS if k in s}
 
 
 def settings_of_folder(name: str) -> Recorded:
@@ -252,4 +243,4 @@ def settings_of_folder(name: str) -> Recorded:
 
 
 __all__ = ["EVAL_CHUNK", "Evaluator", "Recorded", "SETTINGS", "gold_step_probs", "sample_chains",
-           "sample_config_of", "settings_of_folder"]
+           "settings_of_folder"]

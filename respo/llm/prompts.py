@@ -25,11 +25,13 @@ Both follow ``docs/method.md`` sections 2 and 4 in our own words (the authors' w
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 
 PromptVariant = Literal["paper", "small", "bare", "chat"]
+PROMPT_VARIANTS: tuple[str, ...] = get_args(PromptVariant)
+"""The prompt variants, in order."""
 
 CHAT_INSTRUCTION = (
     "Show your working, one short step per line. On the last line, write "

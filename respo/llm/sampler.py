@@ -18,7 +18,8 @@ How the sampler knows the problem of a state: ``root(problem)`` renders the comp
 tokenizes it and registers the problem under the prompt's id bytes; ``problem_of(state)`` looks
 it up from any state of a chain (the prompt ids are always its first ``prompt_len`` tokens).
 
-Limits (``docs/method.md`` section 2): the response budget ``max_new_tokens`` counts the copied prefix
+Limits (``respo.llm.config.SampleConfig``, the one declaration of the sampling limits, re-exported
+here; ``docs/method.md`` section 2): the response budget ``max_response_tokens`` counts the copied prefix
 thoughts too (a suffix gets what the prefix left), as does ``max_thoughts``. A row cut by a limit
 is cut back to its last complete thought; if no thought completed, the partial text is kept as a
 single incomplete thought (so a chain always has >= 1 thought; ``info["truncated"]`` is True).
@@ -27,15 +28,15 @@ single incomplete thought (so a chain always has >= 1 thought; ``info["truncated
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from typing import Any, Literal
+from dataclasses import replace
+from typing import Any
 
 import numpy as np
 from numpy.random import Generator
 
+from respo.llm.config import SampleConfig as SampleConfig  # the one declaration, re-exported
 from respo.llm.generation import Generation, GenerationBackend, GroupBackend, StopRule
 from respo.llm.prompts import (
-    PromptVariant,
     end_of_turn_id,
     followup_message,
     followup_prompt_ids,
@@ -52,28 +53,8 @@ from respo.llm.types import TokenState
 from respo.resets import Chain
 from respo.tasks.base import Problem, Task, check_reward
 
-
-@dataclass(frozen=True)
-class SampleConfig:
-    """Sampling settings of the thought MDP (defaults: ``docs/method.md`` sections 2 and 6)."""
-
-    max_new_tokens: int = 5120
-    """Response budget in tokens, copied prefix thoughts included (paper: about 5k)."""
-    temperature: float = 0.7
-    """Sampling temperature (paper: 0.7; 0 = greedy)."""
-    top_p: float = 0.95
-    """Nucleus mass (paper: 0.95)."""
-    max_thought_tokens: int = 256
-    """At most this many tokens per thought, delimiter included (paper: 256)."""
-    max_thoughts: int = 20
-    """At most this many thoughts per chain (paper: 20)."""
-    overflow: Literal["force", "stop"] = "force"
-    """A thought at ``max_thought_tokens``: force the delimiter ("force") or stop and cut back."""
-    delimiter: str = "</thought>"
-    """End-of-thought text (paper: ``</thought>``; ``"\\n"`` for small models)."""
-    prompt_variant: PromptVariant = "paper"
-    """Prompt wording: "paper", "small" (one step per line), "bare" (``Q: <question>``) or
-    "chat" (one user message in the tokenizer's chat template; ``respo.llm.prompts``)."""
+PAPER_SAMPLE = SampleConfig()
+"""``SampleConfig``'s defaults: the paper's sampling (``LMSampler``'s default)."""
 
 
 def resolve_backend(policy: object, default: GenerationBackend) -> GenerationBackend:
@@ -97,7 +78,7 @@ class LMSampler:
         tokenizer: Any,
         task: Task,
         *,
-        cfg: SampleConfig = SampleConfig(),
+        cfg: SampleConfig = PAPER_SAMPLE,
         detector: AnswerDetector = boxed_answer,
     ) -> None:
         self.backend = backend
@@ -196,10 +177,10 @@ class LMSampler:
         k = len(prefix) - 1  # complete thoughts in the prefix ...
         if k and not self.fmt.delimiter.ends_thought(last.ids, len(prefix[-2].ids), len(last.ids)):
             k -= 1  # ... but a partial last one (a token-level branch point) is completed by the rest
-        budget = self.cfg.max_new_tokens - (len(last) - last.prompt_len)
+        budget = self.cfg.max_response_tokens - (len(last) - last.prompt_len)
         if budget < 1 or k >= self.cfg.max_thoughts:
             raise ValueError(f"prefix of {k} complete thoughts / {len(last) - last.prompt_len} tokens "
-                             "leaves no room under max_thoughts / max_new_tokens")
+                             "leaves no room under max_thoughts / max_response_tokens")
         return problem, budget, replace(self.stop, max_thoughts=self.cfg.max_thoughts - k)
 
     def extend(

@@ -408,38 +408,24 @@ def train_sft(
 
 
 # -- evaluation ----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class EvalLimits:
-    """Generation limits of ``evaluate_policy`` (the RL defaults are far looser; a trained model
-    finishes in ~60 tokens, so they never bind; ``truncated`` reports it if they do)."""
+WARMUP_EVAL = SampleConfig(temperature=1.0, top_p=1.0, delimiter="\n", prompt_variant="small",
+                           max_thought_tokens=32, max_response_tokens=192)
+"""The sampling of ``evaluate_policy``'s sampled chains (its greedy chains: the same at temperature
+0): T = 1 without nucleus (docs/cpu-track.md), and limits far tighter than the RL defaults that
+still never bind (a trained model finishes in about 60 tokens; the longest gold line has 10;
+``truncated`` reports it if they do). Pass the prompt and delimiter the model was trained with."""
 
-    max_new_tokens: int = 192
-    """Response budget in tokens."""
-    max_thought_tokens: int = 32
-    """Tokens per line, newline included (the longest gold line has 10)."""
-    max_thoughts: int = 20
-    """Lines per chain."""
-    batch_prompts: int = 128
-    """Prompts per batched generation call."""
-    prompt_variant: PromptVariant = "small"
-    """Prompt wording (as in training)."""
-    delimiter: str = "\n"
-    """Thought delimiter (as in training)."""
-
-    def sample_config(self, *, temperature: float, top_p: float) -> SampleConfig:
-        """The sampler's settings of these limits at ``temperature`` / ``top_p``."""
-        return SampleConfig(max_new_tokens=self.max_new_tokens, temperature=temperature, top_p=top_p,
-                            max_thought_tokens=self.max_thought_tokens, max_thoughts=self.max_thoughts,
-                            delimiter=self.delimiter, prompt_variant=self.prompt_variant)
+EVAL_BATCH_PROMPTS = 128
+"""Prompts per batched generation call of ``evaluate_policy``."""
 
 
 def _run_chains(model: Any, tokenizer: Any, problems: Sequence[Problem], task: Any, *, n: int,
-                temperature: float, top_p: float, seed: int, limits: EvalLimits) -> list[tuple[Problem, Any]]:
+                seed: int, sampling: SampleConfig, batch_prompts: int) -> list[tuple[Problem, Any]]:
     """n chains per problem from the one evaluator (``respo.llm.evaluator.sample_chains``: the
     trainer's sampler over ``HFBackend``, problem i seeded by ``rng_for(seed, "eval", i)``)."""
     backend = HFBackend(model, tokenizer, device="cpu")
-    sampler = LMSampler(backend, tokenizer, task, cfg=limits.sample_config(temperature=temperature, top_p=top_p))
-    groups = sample_chains(sampler, problems, seed=seed, n=n, chunk=limits.batch_prompts)
+    sampler = LMSampler(backend, tokenizer, task, cfg=sampling)
+    groups = sample_chains(sampler, problems, seed=seed, n=n, chunk=batch_prompts)
     return [(p, c) for p, g in zip(problems, groups, strict=True) for c in g]
 
 
@@ -501,32 +487,32 @@ def evaluate_policy(
     task: Any,
     *,
     n_samples: int,
-    temperature: float = 1.0,
     seed: int,
-    top_p: float = 1.0,
-    limits: EvalLimits = EvalLimits(),
+    sampling: SampleConfig = WARMUP_EVAL,
+    batch_prompts: int = EVAL_BATCH_PROMPTS,
 ) -> dict[str, Any]:
     """Greedy pass@1 (one chain per problem, temperature 0) and sampled statistics.
 
-    Sampled: ``n_samples`` chains per problem at ``temperature`` / ``top_p`` (default T = 1, no
+    Sampled: ``n_samples`` chains per problem with ``sampling`` (default ``WARMUP_EVAL``: T = 1, no
     nucleus, as in docs/cpu-track.md), with pass@1, full-chain accuracy, per-step error rate and the
     first-error distribution (``chain_stats``). Keys: ``greedy_pass@1``, ``greedy_chain_acc``,
     ``greedy_step_error``, ``sampled_pass@1``, ``sampled_chain_acc``, ``step_error``,
     ``first_error``, ``hazard``, ... plus the settings. The model is put in eval mode.
     """
     model.eval()
-    greedy = chain_stats(_run_chains(model, tokenizer, problems, task, n=1, temperature=0.0, top_p=1.0,
-                                     seed=seed, limits=limits), task, tokenizer, delimiter=limits.delimiter)
-    sampled = chain_stats(_run_chains(model, tokenizer, problems, task, n=n_samples,
-                                      temperature=temperature, top_p=top_p, seed=seed, limits=limits),
-                          task, tokenizer, delimiter=limits.delimiter)
+    greedy_cfg = dataclasses.replace(sampling, temperature=0.0, top_p=1.0)
+    greedy = chain_stats(_run_chains(model, tokenizer, problems, task, n=1, seed=seed, sampling=greedy_cfg,
+                                     batch_prompts=batch_prompts), task, tokenizer, delimiter=sampling.delimiter)
+    sampled = chain_stats(_run_chains(model, tokenizer, problems, task, n=n_samples, seed=seed,
+                                      sampling=sampling, batch_prompts=batch_prompts),
+                          task, tokenizer, delimiter=sampling.delimiter)
     out: dict[str, Any] = {
         "greedy_pass@1": greedy["pass@1"], "greedy_chain_acc": greedy["chain_acc"],
         "greedy_step_error": greedy["step_error"],
         "sampled_pass@1": sampled["pass@1"], "sampled_chain_acc": sampled["chain_acc"],
     }
     out.update({k: v for k, v in sampled.items() if k not in ("pass@1", "chain_acc")})
-    out.update({"temperature": temperature, "top_p": top_p, "n_samples": n_samples,
+    out.update({"temperature": sampling.temperature, "top_p": sampling.top_p, "n_samples": n_samples,
                 "problems": len(problems), "seed": seed})
     return out
 
@@ -670,7 +656,7 @@ def load_warmup(path: str | Path) -> tuple[Any, Any, dict[str, Any]]:
 
 
 __all__ = [
-    "EvalLimits", "SFTConfig", "SFTExample", "build_model", "chain_stats", "checkpoint_path", "evaluate_policy",
+    "EVAL_BATCH_PROMPTS", "SFTConfig", "WARMUP_EVAL", "SFTExample", "build_model", "chain_stats", "checkpoint_path", "evaluate_policy",
     "is_complete", "load_warmup", "warmup_config", "lr_multiplier", "prompt_ids", "save_warmup", "sft_examples",
     "sft_logits", "sft_loss", "shared_prefix_len", "train_sft", "training_data", "warmup_checkpoint",
 ]

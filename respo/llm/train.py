@@ -58,7 +58,7 @@ from respo.llm.checkpoint import (
     save_checkpoint,
     save_checkpoint_distributed,
 )
-from respo.llm.config import TrainConfig, config_to_dict
+from respo.llm.config import TrainConfig, config_to_dict, upgrade_config_dict
 from respo.llm.data import shard, step_indices
 from respo.llm.metrics import append_jsonl, truncate_after_step, write_json_atomic
 from respo.losses import agg_loss, get_loss, kl_k3, masked_mean, suffix_mask, token_logprobs
@@ -491,7 +491,7 @@ def _write_config(run_path: Path, cfg_dict: dict[str, Any], *, resume: bool) -> 
     run_path.mkdir(parents=True, exist_ok=True)
     path = run_path / "config.json"
     if resume and path.exists():
-        old = json.loads(path.read_text())
+        old = upgrade_config_dict(json.loads(path.read_text()))  # an older run: the current layout
         defaults = json.loads(json.dumps(config_to_dict(TrainConfig())))
         # A field added after the run started (absent from its config.json) matches its default.
         diff = sorted(k for k in set(old) | set(cfg_dict)

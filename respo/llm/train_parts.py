@@ -18,7 +18,7 @@ from typing import Any
 
 from respo.llm.config import TrainConfig
 from respo.llm.evaluator import EVAL_CHUNK as EVAL_CHUNK  # re-exported (tests, callers)
-from respo.llm.evaluator import Evaluator, sample_config_of
+from respo.llm.evaluator import Evaluator
 from respo.llm.evaluator import gold_step_probs as gold_step_probs
 from respo.llm.train import Parts
 from respo.resets import Chain, OracleLocalizer, UniformLocalizer
@@ -163,8 +163,8 @@ def make_vllm_engine(cfg: TrainConfig) -> Any:
     extra ``pip install 'respo[vllm]'`` when vLLM is missing).
 
     Built from ``cfg.model.name`` (a hub id or local folder vLLM can load), with the
-    ``SamplingConfig.vllm_*`` options, bf16 unless the model runs in fp32, and a LoRA slot of
-    ``lora_rank`` when adapters are synced (``vllm_adapter_dir``). Full-weight sync reaches into
+    ``SamplingConfig.vllm`` settings, bf16 unless the model runs in fp32, and a LoRA slot of
+    ``lora_rank`` when adapters are synced (``vllm.adapter_dir``). Full-weight sync reaches into
     the engine's model, which needs an in-process engine: ``VLLM_ENABLE_V1_MULTIPROCESSING=0``
     is set unless the environment sets it.
     """
@@ -172,15 +172,14 @@ def make_vllm_engine(cfg: TrainConfig) -> Any:
 
     from respo.llm import vllm_backend
 
-    s, m = cfg.sampling, cfg.model
-    if s.vllm_adapter_dir is None:
+    v, m = cfg.sampling.vllm, cfg.model
+    if v.adapter_dir is None:
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     return vllm_backend.make_engine(
-        m.name, lora_rank=m.lora_rank if s.vllm_adapter_dir is not None else 0,
-        max_model_len=s.vllm_max_model_len, dtype="float32" if m.dtype == "float32" else "bfloat16",
-        gpu_memory_utilization=s.vllm_gpu_memory_utilization, seed=cfg.seed,
-        enable_prefix_caching=s.vllm_enable_prefix_caching,
-        tensor_parallel_size=s.vllm_tensor_parallel_size)
+        m.name, lora_rank=m.lora_rank if v.adapter_dir is not None else 0,
+        max_model_len=v.max_model_len, dtype="float32" if m.dtype == "float32" else "bfloat16",
+        gpu_memory_utilization=v.gpu_memory_utilization, seed=cfg.seed,
+        enable_prefix_caching=v.enable_prefix_caching, tensor_parallel_size=v.tensor_parallel_size)
 
 
 def build_parts(cfg: TrainConfig, *, device: Any = "cpu") -> Parts:
@@ -218,10 +217,10 @@ def build_parts(cfg: TrainConfig, *, device: Any = "cpu") -> Parts:
 
         eos = eos_ids_of(getattr(model, "generation_config", None), tok)
         backend = VLLMBackend(engine, tokenizer=tok, eos_ids=eos,
-                              adapter_dir=process_adapter_dir(s.vllm_adapter_dir))
+                              adapter_dir=process_adapter_dir(s.vllm.adapter_dir))
     else:
         backend = HFBackend(model, tok, device=str(device))
-    scfg = sample_config_of(s)
+    scfg = s.sample_config()
     task = guarded(task)  # one response whose scoring fails scores 0 (reward/failures), the run goes on
     sampler = LMSampler(backend, tok, task, cfg=scfg)
     kind = cfg.variant_row.localizer
@@ -282,6 +281,6 @@ def make_evaluator(cfg: TrainConfig, backend: Any, tok: Any, task: Any) -> Any:
     eval_seed = cfg.seed if cfg.eval.seed is None else cfg.eval.seed
     if not (cfg.eval.greedy or cfg.eval.sampled):
         raise ValueError("evaluation needs eval.greedy or eval.sampled")
-    return Evaluator(backend, tok, task, sample_config_of(cfg.sampling), seed=eval_seed,
+    return Evaluator(backend, tok, task, cfg.sampling.sample_config(), seed=eval_seed,
                      greedy=cfg.eval.greedy, sampled=cfg.eval.sampled,
                      coverage_tau=cfg.eval.coverage_tau)

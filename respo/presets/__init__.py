@@ -15,7 +15,7 @@ from respo.llm.config import EvalConfig, ModelConfig, OptimConfig, SamplingConfi
 
 _TINY_SAMPLING = SamplingConfig(
     temperature=1.0, top_p=1.0, delimiter="\n", max_thoughts=8, max_thought_tokens=12,
-    max_response_tokens=64, localizer="confidence", confidence_threshold=0.5,
+    max_response_tokens=64, prompt_variant="small", localizer="confidence", confidence_threshold=0.5,
 )
 
 PRESETS: dict[str, tuple[str, TrainConfig]] = {

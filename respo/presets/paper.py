@@ -10,7 +10,7 @@ the paper (``docs/method.md`` section 6):
 - 32 prompts per step x 8 trained rollouts, mini-batches of 8 prompts (4 optimizer steps per
   step), one epoch over each step's batch;
 - rollouts at temperature 0.7, top-p 0.95; thoughts end with ``</thought>``, at most 20 thoughts
-  of at most 256 tokens and a 5120-token response (20 x 256; docs/method.md section 2: "about 5k"), the paper's
+  of at most 256 tokens and a 5120-token response (20 x 256; docs/method.md section 2), the paper's
   completion prompt; SRPO localizes with the prompted policy at temperature 0.3, up to 4096
   tokens, falling back to step 1 (the authors' behaviour, counted in the metrics);
 - math: NuminaMath-CoT "olympiads", 400 training problems, 24 steps (2 epochs); code:
@@ -27,8 +27,8 @@ Training data: each preset reads the prepared file of its task (``TrainConfig.da
 ``data/prepared/olympiads_train.jsonl`` or ``data/prepared/lcb_v6_medium.jsonl``, written by
 ``respo prepare --out data/prepared``; the path is relative to the working directory, the
 repository root under the launch scripts; ``--data-file PATH`` overrides it). Rollouts use the
-transformers backend by default; ``--sampling.backend vllm`` (with the ``SamplingConfig.vllm_*``
-options) generates with a colocated vLLM engine that receives the weights after every step.
+transformers backend by default; ``--sampling.backend vllm`` (with the ``SamplingConfig.vllm``
+settings) generates with a colocated vLLM engine that receives the weights after every step.
 
 Deviations and gaps (see also the issue-6 report): respo's problem stream runs
 on across epoch boundaries (24 x 32 = 768 draws from 400 problems = 1.92 epochs), where verl
