@@ -287,6 +287,18 @@ def test_tables_markdown(result: dict[str, Any]) -> None:
     assert "| treerl | treerl | 1 | 0.300 ± — |" in md
 
 
+def test_replication_markdown_sets_two_runs_of_a_suite_side_by_side(result: dict[str, Any]) -> None:
+    import copy
+
+    other = copy.deepcopy(result)
+    other["settings"]["p03"]["paired"]["srpo-grpo"]["final"].update(mean=-0.5, half_width=0.125, n=2)
+    del other["settings"]["p30"]  # a setting the replication lacks is left out
+    md = cov.replication_markdown(result, other, labels=("old", "new"))
+    assert "### Setting p03 (task arithmetic-hard:0.03)" in md and "### Setting p30" not in md
+    assert "| srpo - grpo | final | 0.070 ± 0.025 | 3 | -0.500 ± 0.125 | 2 |" in md
+    assert "| final, old |" in md and "| final, new |" in md
+
+
 def test_a_suite_just_started_gives_curves_but_no_finals(tmp_path: Path) -> None:
     """Every run has logged only step 0 (eval0, no evaluation after an update yet)."""
     import io

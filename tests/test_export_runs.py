@@ -35,3 +35,15 @@ def test_export_copies_finished_runs_and_merges_the_suite(tmp_path: Path) -> Non
     assert not (dst / "a-s2").exists()
     suite = json.loads((dst / "suite.json").read_text())
     assert [e["name"] for e in suite["runs"]] == ["a-s0", "a-s1"] and suite["note"] == "seeds 0-1"
+
+
+def test_no_rollouts_leaves_the_rollout_records_behind(tmp_path: Path) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    runs = [_run(src, "a-s1", 2, 2)]
+    (src / "a-s1" / "rollouts.jsonl").write_text("{}\n")
+    (src / "suite.json").write_text(json.dumps({"suite": "s", "runs": runs}))
+    assert export_runs.main([str(src), str(dst), "--no-rollouts"]) == 0
+    assert (dst / "a-s1" / "metrics.jsonl").is_file() and (dst / "a-s1" / "config.json").is_file()
+    assert not (dst / "a-s1" / "rollouts.jsonl").exists()
+    export_runs.main([str(src), str(tmp_path / "all")])
+    assert (tmp_path / "all" / "a-s1" / "rollouts.jsonl").is_file()

@@ -1,11 +1,13 @@
 """Copy finished CPU-track runs into the committed results folder, without their checkpoints.
 
     python experiments/cpu_track/export_runs.py runs/cpu_track/coverage \
-        experiments/results/cpu_track/coverage [--note "..."]
+        experiments/results/cpu_track/coverage [--note "..."] [--no-rollouts]
 
 A run is finished when its ``metrics.jsonl`` holds one line per step of its ``config.json``;
 unfinished runs are listed and left out. ``config.json``, ``metrics.jsonl`` and ``rollouts.jsonl``
-are copied (checkpoints stay behind: they are megabytes each and a finished run never resumes).
+are copied (checkpoints stay behind: they are megabytes each and a finished run never resumes;
+``--no-rollouts`` leaves ``rollouts.jsonl`` behind too, about half a run's bytes, for a suite
+kept only for its tables).
 The destination's ``suite.json`` gains the entries of the copied runs (entries already there are
 kept, an entry of the same name is replaced), and ``--note`` replaces its note.
 """
@@ -30,8 +32,10 @@ def finished(run: Path) -> bool:
     return len(lines) == steps
 
 
-def export(src: Path, dst: Path, note: str | None = None) -> tuple[list[str], list[str]]:
-    """Copy the finished runs of ``src`` to ``dst``; returns (copied, left out) run names."""
+def export(src: Path, dst: Path, note: str | None = None, *,
+           files: tuple[str, ...] = FILES) -> tuple[list[str], list[str]]:
+    """Copy the finished runs of ``src`` (their ``files``) to ``dst``; returns (copied, left out)
+    run names."""
     suite_src = src / "suite.json"
     if not suite_src.is_file():
         raise FileNotFoundError(f"{suite_src} not found: is {src} a cpu-track suite folder?")
@@ -50,7 +54,7 @@ def export(src: Path, dst: Path, note: str | None = None) -> tuple[list[str], li
             skipped.append(e["name"])
             continue
         (dst / e["name"]).mkdir(exist_ok=True)
-        for f in FILES:
+        for f in files:
             if (run / f).is_file():
                 shutil.copy2(run / f, dst / e["name"] / f)
         entries[e["name"]] = e
@@ -69,8 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("src", type=Path)
     ap.add_argument("dst", type=Path)
     ap.add_argument("--note", default=None)
+    ap.add_argument("--no-rollouts", action="store_true", help="leave rollouts.jsonl behind")
     a = ap.parse_args(argv)
-    copied, skipped = export(a.src, a.dst, a.note)
+    files = tuple(f for f in FILES if not (a.no_rollouts and f == "rollouts.jsonl"))
+    copied, skipped = export(a.src, a.dst, a.note, files=files)
     print(f"copied {len(copied)} finished runs to {a.dst}; {len(skipped)} unfinished left out"
           + (f": {', '.join(skipped)}" if skipped else ""))
     return 0

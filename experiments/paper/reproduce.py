@@ -44,7 +44,6 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "experiments"))
 
 from respo.llm.metrics import read_jsonl  # noqa: E402
 from respo.presets.paper import (  # noqa: E402

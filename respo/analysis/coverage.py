@@ -65,7 +65,7 @@ __all__ = [
     "Estimate", "load_coverage_suite", "estimate", "eval_points", "cumulative_cost", "curve",
     "final_value", "start_value", "auc_value", "arm_summary", "paired_difference",
     "measured_p", "grpo_gain", "relative_edge", "sooner", "analyse_setting", "analyse",
-    "tables_markdown", "order_arms", "seed_key", "total_cost", "TARGET_HALF_WIDTH",
+    "tables_markdown", "replication_markdown", "order_arms", "seed_key", "total_cost", "TARGET_HALF_WIDTH",
 ]
 
 ARM_ORDER: tuple[str, ...] = ("grpo", "grpo-tok", "rrpo", "srpo", "oracle", "treerl")
@@ -687,4 +687,48 @@ def tables_markdown(result: Mapping[str, Any], *, source: str | None = None) -> 
               "(unreliable when GRPO's gain interval contains 0). x sooner: GRPO's final x / the "
               "first x where the arm's mean curve reaches GRPO's final mean, only where it does "
               "within the run ('—' otherwise; the reasons are in the JSON).", ""]
+    return "\n".join(lines)
+
+
+def replication_markdown(reference: Mapping[str, Any], replication: Mapping[str, Any], *,
+                         labels: tuple[str, str] = ("reference", "replication"),
+                         source: str | None = None) -> str:
+    """The same suite run twice (e.g. before and after a trainer change that is not
+    bit-identical): per setting, each arm's start and final and each paired difference (final
+    and AUC) side by side, from two ``analyse`` results. Settings, arms and pairs present in only
+    one of them are left out."""
+    ra, rb = labels
+    lines = [f"# CPU-track coverage suite {reference['suite']}: {ra} and {rb}", ""]
+    if source:
+        lines += [source, ""]
+    for name, sa in reference["settings"].items():
+        sb = replication["settings"].get(name)
+        if sb is None:
+            continue
+        rows = []
+        for arm, a in sa["arms"].items():
+            b = sb["arms"].get(arm)
+            if b is None:
+                continue
+            rows.append({"what": arm, **_flat("a_start", a["start"]), **_flat("b_start", b["start"]),
+                         **_flat("a", a["final"]), **_flat("b", b["final"])})
+        prow = []
+        for key, pa in sa["paired"].items():
+            pb = sb["paired"].get(key)
+            if pb is None:
+                continue
+            for stat in ("final", "auc"):
+                prow.append({"what": key.replace("-", " - ", 1), "stat": stat,
+                             **_flat("a", pa[stat]), **_flat("b", pb[stat])})
+        cols: list[Column] = [("arm", "what"), (f"start, {ra}", ("a_start", "a_start_hw")),
+                              (f"start, {rb}", ("b_start", "b_start_hw")),
+                              (f"final, {ra}", ("a", "a_hw")), ("n", "a_n"),
+                              (f"final, {rb}", ("b", "b_hw")), ("n", "b_n")]
+        pcols: list[Column] = [("A - B", "what"), ("statistic", "stat"), (ra, ("a", "a_hw")), ("n", "a_n"),
+                               (rb, ("b", "b_hw")), ("n", "b_n")]
+        title = f"### Setting {name}" + (f" (task {sa['task']})" if sa.get("task") else "")
+        lines += [title, "", "Held-out sampled pass@1 per arm (95% CI over seeds):", "",
+                  markdown_table(rows, cols), "", "Paired differences over seeds:", "",
+                  markdown_table(prow, pcols), ""]
+    lines += ["Intervals: two-sided 95% Student-t over each run's own seeds.", ""]
     return "\n".join(lines)
