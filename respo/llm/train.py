@@ -41,7 +41,7 @@ import functools
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -101,13 +101,12 @@ class Parts:
     """The task's ground-truth first erroneous thought of a chain (tasks with a step judge), used
     for the localization metrics (``loc/*``, ``rollouts.jsonl``); never for training, except by the
     oracle variant, whose localizer holds its own copy."""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 # -- small helpers ------------------------------------------------------------------------------
 
 
-def make_accelerator(cfg: TrainConfig) -> Any:
+def make_accelerator() -> Any:
     """An ``accelerate.Accelerator``: CPU (gloo under torchrun) or one CUDA device per process."""
     from accelerate import Accelerator
 
@@ -521,7 +520,7 @@ def train(
     ``resume=True`` continues from the latest checkpoint, dropping metric lines written after
     it, so the resumed run logs what an uninterrupted run logs.
     """
-    acc = accelerator if accelerator is not None else make_accelerator(cfg)
+    acc = accelerator if accelerator is not None else make_accelerator()
     rank, world, device = acc.process_index, acc.num_processes, acc.device
     main = acc.is_main_process
     variant, obj = cfg.variant_row, cfg.objective
