@@ -664,7 +664,7 @@ class _Learner:
 def _learner(cfg: TrainConfig, parts: Parts, acc: Any) -> _Learner:
     """Check that the settings fit the parts and the process count, then build the learner."""
     variant, obj = cfg.variant_row, cfg.objective
-    loss_fn = get_loss(obj.loss)
+    loss_fn: Callable[..., Any] = get_loss(obj.loss)
     if obj.loss == "critique":
         loss_fn = functools.partial(loss_fn, gamma=cfg.baseline.critique_gamma)
     if obj.advantage not in TOKEN_ADVANTAGES:
