@@ -46,7 +46,7 @@ from respo.llm.train import make_accelerator, train  # noqa: E402
 from respo.llm.train_parts import build_parts  # noqa: E402
 
 hf_logging.disable_progress_bar()
-acc = make_accelerator(cfg)
+acc = make_accelerator()
 parts = build_parts(cfg, device=acc.device)
 
 # -- loop (the loop writes metrics.jsonl and checkpoints into run_dir) --------------------------

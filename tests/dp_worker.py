@@ -25,7 +25,7 @@ def main(out: str, steps: int, variants: list[str]) -> None:
     for variant in variants:
         cfg = TrainConfig(variant=variant, steps=steps, prompts_per_step=4, minibatch_prompts=2,
                           micro_batch_chains=3, optim=OptimConfig(lr=1e-3))
-        acc = acc or make_accelerator(cfg)
+        acc = acc or make_accelerator()
         parts = fake_parts(tiny_lm(0), cfg.variant_row.localizer)
         rows = list(train(cfg, parts, accelerator=acc))
         if acc.is_main_process:

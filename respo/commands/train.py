@@ -102,7 +102,7 @@ def main(argv: list[str]) -> int:
         torch.set_num_threads(args.threads)
     cfg = args.config
     run_dir = args.runs_dir / cfg.name
-    acc = make_accelerator(cfg)
+    acc = make_accelerator()
     parts = build_parts(cfg, device=acc.device)
     sinks: list[Any] = []
     if acc.is_main_process and args.tensorboard:

@@ -1,28 +1,35 @@
 """The LLM training loop: one generator serves every variant (GRPO, RRPO, SRPO and ablations).
 
-``train(cfg, parts, run_dir=...)`` yields one metrics dict per training step. Per step:
+``train(cfg, parts, run_dir=...)`` yields one metrics dict per training step. It reads like the
+steps it takes, each a named phase below it in this file:
 
-1. take ``prompts_per_step`` problems at the run's data position (``respo.llm.data``); a
-   process of a data-parallel run keeps its shard;
-2. ``build_buffers`` (all prompts in lock-step) with ``Rngs.keyed(cfg.seed, step, j)`` (j = the prompt's index in
+1. ``collect_rollouts``: ``prompts_per_step`` problems at the run's data position
+   (``respo.llm.data``; a process of a data-parallel run keeps its shard), then ``build_buffers``
+   (all prompts in lock-step) with ``Rngs.keyed(cfg.seed, step, j)`` (j = the prompt's index in
    the step), so every variant and every process layout draws the same random numbers;
-3. advantages per group with the objective's advantage function (``respo.advantages``);
-4. right-padded tensors; the trained-token mask starts at each chain's prefix state, so tokens
-   copied from a parent (or a tree branch's first chain) get exactly zero gradient
-   (``respo.losses.suffix_mask``);
-5. old (and, with a KL term, reference) log-probs from a no-grad forward before any update
-   (the first mini-batch, trained before any update, reuses its own forward, detached);
-6. ``epochs`` passes over mini-batches of ``minibatch_prompts`` prompts, each one optimizer step
-   (AdamW, gradient clipping, LR schedule), accumulating gradients over micro-batches with the
-   mini-batch's global token / sequence counts as the aggregation norm, so micro-batching and
-   data parallelism leave the loss unchanged; then a generation engine with its own copy of the
-   weights (``VLLMBackend``) gets the new weights (``sync_weights``), before evaluation and the
-   next step's rollouts;
-7. metrics (loss, rewards, reset and fallback counts, G1/G2, token counts, timings), a JSONL line
-   and a checkpoint in ``run_dir``, then ``yield``.
+2. ``build_minibatches``: advantages per group with the objective's advantage function
+   (``respo.advantages``) and right-padded tensors; the trained-token mask starts at each chain's
+   prefix state, so tokens copied from a parent (or a tree branch's first chain) get exactly zero
+   gradient (``respo.losses.suffix_mask``);
+3. ``prepare_old_logprobs``: old (and, with a KL term, reference) log-probs from a no-grad forward
+   before any update (the first mini-batch, trained before any update, reuses its own forward,
+   detached);
+4. ``gradient_diagnostics`` (every ``diagnostics_every`` steps): per-token gradient magnitudes at
+   the pre-update weights;
+5. ``update``: ``epochs`` passes over mini-batches of ``minibatch_prompts`` prompts, each one
+   optimizer step (AdamW, gradient clipping, LR schedule), accumulating gradients over
+   micro-batches with the mini-batch's global token / sequence counts as the aggregation norm,
+   so micro-batching and data parallelism leave the loss unchanged; then a generation engine with
+   its own copy of the weights (``VLLMBackend``) gets the new weights (``sync_weights``), before
+   evaluation and the next step's rollouts;
+6. ``step_metrics`` (loss, rewards, reset and fallback counts, G1/G2, token counts), ``evaluate``
+   when due, timings;
+7. ``write_step``: a JSONL line and, when due, a checkpoint in ``run_dir``; then ``yield``.
 
-A non-finite loss or gradient norm raises ``NonFiniteLossError`` before the optimizer step, so
-the weights and the last checkpoint stay good.
+What differs between one process, DDP and FSDP (reductions, gathering, gradient sync, clipping,
+weight pushes, checkpoints) lives in ``Distributed``; the phases call it and never branch on the
+process count. A non-finite loss or gradient norm raises ``NonFiniteLossError`` before the
+optimizer step, so the weights and the last checkpoint stay good.
 
 What does not live here: argv, progress bars, wandb (``respo.commands.train``), the loss math
 (``respo.losses``), the buffer logic (``respo.buffer``), generation (``respo.llm.sampler``).
@@ -41,7 +48,7 @@ import functools
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -101,13 +108,12 @@ class Parts:
     """The task's ground-truth first erroneous thought of a chain (tasks with a step judge), used
     for the localization metrics (``loc/*``, ``rollouts.jsonl``); never for training, except by the
     oracle variant, whose localizer holds its own copy."""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 # -- small helpers ------------------------------------------------------------------------------
 
 
-def make_accelerator(cfg: TrainConfig) -> Any:
+def make_accelerator() -> Any:
     """An ``accelerate.Accelerator``: CPU (gloo under torchrun) or one CUDA device per process."""
     from accelerate import Accelerator
 
@@ -134,6 +140,111 @@ def push_weights(sync: Callable[..., None], model: Any, wrapped: Any, acc: Any, 
         sync(model, state_dict=get_model_state_dict(wrapped, options=StateDictOptions(full_state_dict=True)))
     else:
         sync(model)
+
+
+class Distributed:
+    """What the loop does differently in one process, under DDP and under FSDP, in one place.
+
+    ``model`` is the plain model (the sampler's, the checkpoints' and, but under FSDP, the no-grad
+    forwards'); ``wrapped`` is what the update trains through: the model itself in one process,
+    FSDP's wrapper once ``shard_parameters`` ran, DDP's once ``replicate`` ran. The reductions and
+    ``gather`` are the identity in one process, so the loop's phases never branch on the process
+    count.
+    """
+
+    def __init__(self, acc: Any, model: torch.nn.Module) -> None:
+        self.acc = acc
+        self.rank: int = acc.process_index
+        self.world: int = acc.num_processes
+        self.device: torch.device = acc.device
+        self.is_main: bool = acc.is_main_process
+        self.fsdp = self.world > 1 and is_fsdp(acc)
+        self.model = model
+        self.wrapped: Any = model
+
+    def shard_parameters(self) -> None:
+        """FSDP: wrap the model, which shards (replaces) its parameters; so this runs before the
+        optimizer is built over them, and before anything reads a checkpoint into them."""
+        if self.fsdp:
+            self.wrapped = self.acc.prepare_model(self.model)
+
+    def replicate(self) -> None:
+        """DDP: wrap the model (after a resume restored the plain model)."""
+        if self.world > 1 and not self.fsdp:
+            self.wrapped = self.acc.prepare_model(self.model)
+
+    @property
+    def forward_model(self) -> Any:
+        """The model of no-grad forwards: under FSDP the sharded parameters only work through
+        the wrapper; otherwise the plain model."""
+        return self.wrapped if self.fsdp else self.model
+
+    def shard(self, indices: Sequence[int]) -> list[int]:
+        """Positions into ``indices`` that this process owns (``respo.llm.data.shard``)."""
+        return shard(indices, self.rank, self.world)
+
+    def sum(self, t: torch.Tensor) -> torch.Tensor:
+        return _all_reduce(t, "sum") if self.world > 1 else t
+
+    def max(self, t: torch.Tensor) -> torch.Tensor:
+        return _all_reduce(t, "max") if self.world > 1 else t
+
+    def all(self, flag: torch.Tensor) -> torch.Tensor:
+        """Whether the boolean ``flag`` holds on every process."""
+        return _all_reduce(flag.float(), "min") > 0 if self.world > 1 else flag
+
+    def gather(self, items: list[Any]) -> list[Any]:
+        """Every process's ``items``, concatenated in process order."""
+        if self.world == 1:
+            return items
+        from accelerate.utils import gather_object
+
+        return list(gather_object(items))
+
+    def barrier(self) -> None:
+        self.acc.wait_for_everyone()
+
+    def no_sync(self, accumulate: bool) -> contextlib.AbstractContextManager[Any]:
+        """With ``accumulate``, the backward keeps its gradients local (no all-reduce): every
+        micro-batch of a mini-batch but the last."""
+        if accumulate and self.world > 1:
+            return self.acc.no_sync(self.wrapped)  # type: ignore[no-any-return]
+        return contextlib.nullcontext()
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.acc.backward(loss)
+
+    def clip_grad_norm(self, params: Sequence[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
+        """Clip the gradients to ``max_norm`` (over all shards); their norm before clipping."""
+        if self.fsdp and hasattr(self.wrapped, "clip_grad_norm_"):  # FSDP1: the norm over all shards
+            return self.wrapped.clip_grad_norm_(max_norm)  # type: ignore[no-any-return]
+        gn = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        if hasattr(gn, "full_tensor"):  # FSDP2 / DTensor parameters
+            gn = gn.full_tensor()
+        return gn
+
+    def push_weights(self, sync: Callable[..., None]) -> None:
+        push_weights(sync, self.model, self.wrapped, self.acc, fsdp=self.fsdp)
+
+    def load(self, ckpt: Path, *, optimizer: torch.optim.Optimizer, scheduler: Any) -> dict[str, Any]:
+        """Restore a checkpoint (the trainer state it saved); under FSDP a collective in which
+        every process reads the files and keeps its shard."""
+        if self.fsdp:
+            return load_checkpoint_distributed(ckpt, acc=self.acc, wrapped=self.wrapped, model=self.model,
+                                               optimizer=optimizer, scheduler=scheduler)
+        return load_checkpoint(ckpt, model=self.model, optimizer=optimizer, scheduler=scheduler)
+
+    def save(self, run_path: Path, *, step: int, optimizer: torch.optim.Optimizer, scheduler: Any,
+             **state: Any) -> None:
+        """Write the step's checkpoint (under FSDP a collective: every process gathers, the main
+        one writes; otherwise the main process writes), then wait for every process."""
+        if self.fsdp:
+            save_checkpoint_distributed(run_path, acc=self.acc, wrapped=self.wrapped, model=self.model,
+                                        optimizer=optimizer, scheduler=scheduler, step=step, **state)
+        elif self.is_main:
+            save_checkpoint(run_path, step=step, model=self.model, optimizer=optimizer,
+                            scheduler=scheduler, **state)
+        self.barrier()
 
 
 def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
@@ -289,18 +400,16 @@ class _StatAccumulator:
             else:
                 self.sums[k] = self.sums.get(k, torch.zeros((), dtype=torch.float64)) + v * w
 
-    def result(self, *, n_optimizer_steps: int, world: int) -> dict[str, torch.Tensor]:
+    def result(self, *, n_optimizer_steps: int, dist: Distributed) -> dict[str, torch.Tensor]:
         keys = sorted(self.sums)
-        vec = torch.stack([self.sums[k] for k in keys] + [self.tokens])
+        vec = dist.sum(torch.stack([self.sums[k] for k in keys] + [self.tokens]))
         mkeys = sorted(self.maxes)
-        mvec = torch.stack([self.maxes[k] for k in mkeys]) if mkeys else None
-        if world > 1:
-            vec = _all_reduce(vec, "sum")
-            mvec = _all_reduce(mvec, "max") if mvec is not None else None
+        mvec = dist.max(torch.stack([self.maxes[k] for k in mkeys])) if mkeys else None
         tokens = vec[-1].clamp_min(1.0)
         out = {}
         for k, v in zip(keys, vec[:-1], strict=True):
-            out[f"loss/{k}"] = v / (world * max(n_optimizer_steps, 1)) if k in self.ADDITIVE else v / tokens
+            additive = k in self.ADDITIVE
+            out[f"loss/{k}"] = v / (dist.world * max(n_optimizer_steps, 1)) if additive else v / tokens
         if mvec is not None:
             out.update({f"loss/{k}": v for k, v in zip(mkeys, mvec, strict=True)})
         return out
@@ -504,6 +613,427 @@ def _write_config(run_path: Path, cfg_dict: dict[str, Any], *, resume: bool) -> 
     os.replace(tmp, path)
 
 
+# -- the trained model and its optimizer ---------------------------------------------------------
+
+
+@dataclass
+class _Learner:
+    """The trained model, its optimizer and schedule, and the settings of its forwards.
+
+    ``logp`` is the no-grad forward (old and reference log-probs, diagnostics) or, with
+    ``train=True``, the forward the update backpropagates through (DDP's or FSDP's wrapper).
+    """
+
+    cfg: TrainConfig
+    dist: Distributed
+    ref_model: torch.nn.Module | None  # a frozen copy for the KL term (None: PEFT's base model)
+    params: list[torch.nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    loss_fn: Callable[..., Any]
+    prob_mask: float  # SPO's probability mask (0: none)
+    temperature: float  # the log-probs' temperature (1 unless the sampler scales logits)
+    gen_dtype: torch.dtype | None  # autocast of generation and evaluation
+    dtype: torch.dtype | None  # autocast of the update's forwards and backward
+    attn: str | None  # the update's attention implementation (``attention_implementation``)
+    keep: bool  # the model takes ``logits_to_keep``
+    keep_ref: bool  # the same for ``ref_model``
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.dist.model
+
+    def generation(self) -> contextlib.AbstractContextManager[Any]:
+        """The generation precision (evaluation measures the sampling policy)."""
+        if self.gen_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.dist.device.type, dtype=self.gen_dtype)
+
+    def logp(self, m: _Micro, *, train: bool = False) -> torch.Tensor:
+        model = self.dist.wrapped if train else self.dist.forward_model
+        return _logp(model, m, self.temperature, self.dtype, self.keep, self.attn)
+
+    def ref_logp(self, m: _Micro) -> torch.Tensor:
+        if self.ref_model is not None:
+            return _logp(self.ref_model, m, self.temperature, self.dtype, self.keep_ref, self.attn)
+        peft_model: Any = self.model
+        with peft_model.disable_adapter():
+            return self.logp(m)
+
+
+def _learner(cfg: TrainConfig, parts: Parts, acc: Any) -> _Learner:
+    """Check that the settings fit the parts and the process count, then build the learner."""
+    variant, obj = cfg.variant_row, cfg.objective
+    loss_fn: Callable[..., Any] = get_loss(obj.loss)
+    if obj.loss == "critique":
+        loss_fn = functools.partial(loss_fn, gamma=cfg.baseline.critique_gamma)
+    if obj.advantage not in TOKEN_ADVANTAGES:
+        get_advantage(obj.advantage)  # fail early on an unknown name
+    elif not variant.baseline:
+        raise ValueError(f"advantage {obj.advantage!r} belongs to the baselines, not to {variant.name!r}")
+    world = acc.num_processes
+    if cfg.prompts_per_step % world or cfg.minibatch_prompts % world:
+        raise ValueError(
+            f"prompts_per_step={cfg.prompts_per_step} and minibatch_prompts={cfg.minibatch_prompts} "
+            f"must be multiples of the number of processes ({world})"
+        )
+    if (variant.localizer == "none") != (parts.localizer is None):
+        raise ValueError(f"variant {variant.name!r} needs localizer kind {variant.localizer!r}")
+    gen_dtype = autocast_dtype(cfg, acc.device)
+    model = parts.model.to(acc.device)
+    model.eval()
+    _check_no_dropout(model)
+    dist = Distributed(acc, model)
+    ref_model = None  # copied before FSDP shards the parameters
+    if cfg.kl_coef > 0 and not hasattr(model, "disable_adapter"):
+        ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+    dist.shard_parameters()  # FSDP: the optimizer must see the sharded parameters
+    params = [p for p in dist.wrapped.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, betas=cfg.optim.betas,
+                                  weight_decay=cfg.optim.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_lambda(cfg.optim.schedule, cfg.optim.warmup_steps, cfg.total_optimizer_steps))
+    return _Learner(
+        cfg=cfg, dist=dist, ref_model=ref_model, params=params, optimizer=optimizer,
+        scheduler=scheduler, loss_fn=loss_fn,
+        prob_mask=cfg.baseline.spo_prob_mask if obj.advantage == "spo_tree" else 0.0,
+        temperature=cfg.sampling.temperature if cfg.sampling.scale_logits_by_temperature else 1.0,
+        gen_dtype=gen_dtype,
+        # The update's forwards and backward may run in bf16 while generation keeps its dtype.
+        dtype=torch.bfloat16 if cfg.model.update_dtype == "bfloat16" else gen_dtype,
+        attn=cfg.model.update_attention, keep=accepts_logits_to_keep(model),
+        keep_ref=ref_model is not None and accepts_logits_to_keep(ref_model))
+
+
+def _open_run(run_path: Path | None, cfg_dict: dict[str, Any], learner: _Learner, *,
+              resume: bool) -> int:
+    """Write (or, on resume, check) ``config.json`` and restore the latest checkpoint, dropping
+    the lines logged after it; the first step to run."""
+    dist = learner.dist
+    if run_path is None:
+        return 0
+    if dist.is_main:
+        _write_config(run_path, cfg_dict, resume=resume)
+    if not resume:
+        if dist.is_main and (run_path / "metrics.jsonl").exists():
+            raise FileExistsError(f"{run_path / 'metrics.jsonl'} exists: pass resume=True or use a new run dir")
+        return 0
+    start_step = 0
+    ckpt = latest_checkpoint(run_path)
+    if ckpt is not None:
+        state = dist.load(ckpt, optimizer=learner.optimizer, scheduler=learner.scheduler)
+        start_step = int(state["step"]) + 1
+    if dist.is_main:  # all of them if there is no checkpoint
+        truncate_after_step(run_path / "metrics.jsonl", start_step - 1)
+        truncate_after_step(run_path / "rollouts.jsonl", start_step - 1)
+    return start_step
+
+
+# -- the phases of a step -----------------------------------------------------------------------
+
+
+@dataclass
+class _Rollouts:
+    """One step's rollouts on this process."""
+
+    problems: list[Problem]
+    buffers: list[Buffer[Any]]
+    counters: dict[str, float]  # ``Parts.stats_sources`` over the step, this process's share
+
+
+def collect_rollouts(cfg: TrainConfig, parts: Parts, learner: _Learner, step: int) -> _Rollouts:
+    """This process's prompts of the step, their buffers (all prompts in lock-step, so a batching
+    sampler serves each round at once) and the samplers' counters."""
+    idx = step_indices(len(parts.train_problems), step, cfg.prompts_per_step, seed=cfg.seed)
+    mine = learner.dist.shard(idx)  # positions j in the step owned by this process
+    for src in parts.stats_sources:  # counters start at zero for this step
+        src()
+    probs = [parts.train_problems[idx[j]] for j in mine]
+    with torch.no_grad(), learner.generation():
+        buffers: list[Buffer[Any]] = build_buffers(
+            parts.sampler, parts.localizer, parts.policy, [parts.root(p) for p in probs],
+            split=cfg.variant_row.split, rngs=[Rngs.keyed(cfg.seed, step, j) for j in mine],
+            builder=cfg.variant_row.builder, search=cfg.sampling.reset_search)
+    for prob, buf in zip(probs, buffers, strict=True):
+        for i, c in enumerate(buf.generated):
+            check_reward(c.reward, where=f"step {step}, problem {prob.id!r}, chain {i}")
+    counters: dict[str, float] = {}
+    for src in parts.stats_sources:
+        for k, v in src().items():
+            counters[k] = counters.get(k, 0.0) + float(v)
+    return _Rollouts(probs, buffers, counters)
+
+
+@dataclass
+class _Batches:
+    """One step's training tensors on this process."""
+
+    advantages: list[list[float]]  # per buffer, one number per chain (its last segment's), for records
+    minibatches: list[list[_Micro]]  # per mini-batch, its micro-batches
+    rows: list[list[list[tuple[int, int]]]]  # (buffer index, chain index) of each micro-batch row
+
+
+def build_minibatches(cfg: TrainConfig, parts: Parts, dist: Distributed,
+                      buffers: Sequence[Buffer[Any]]) -> _Batches:
+    """Advantages per group (or per token, for the tree baselines) and right-padded micro-batches
+    of ``micro_batch_chains`` chains, ``minibatch_prompts / world`` prompts per mini-batch."""
+    segs = [chain_segments(b, cfg.objective.advantage, cfg) for b in buffers]
+    advs = [[float(sg[-1][1] or 0.0) for sg in bs] for bs in segs]
+    per_mb, per_micro = cfg.minibatch_prompts // dist.world, cfg.micro_batch_chains
+    minibatches: list[list[_Micro]] = []
+    rows: list[list[list[tuple[int, int]]]] = []
+    for m0 in range(0, len(buffers), per_mb):
+        where = [(bi, ci) for bi in range(m0, min(m0 + per_mb, len(buffers)))
+                 for ci in range(len(buffers[bi].chains))]
+        chains = [buffers[bi].chains[ci] for bi, ci in where]
+        seg = [sg for bs in segs[m0:m0 + per_mb] for sg in bs]
+        off = [bool(buffers[bi].offpolicy[ci]) if buffers[bi].offpolicy else False for bi, ci in where]
+        cuts = range(0, len(chains), per_micro)
+        minibatches.append([_collate(chains[k:k + per_micro], seg[k:k + per_micro], parts.pad_id,
+                                     dist.device, off[k:k + per_micro]) for k in cuts])
+        rows.append([where[k:k + per_micro] for k in cuts])
+    n_micro = torch.tensor([len(mb) for mb in minibatches], device=dist.device)
+    if not torch.equal(dist.max(n_micro), n_micro):
+        raise RuntimeError("processes hold different numbers of micro-batches (unequal budgets)")
+    return _Batches(advs, minibatches, rows)
+
+
+def prepare_old_logprobs(learner: _Learner, minibatches: Sequence[Sequence[_Micro]]) -> None:
+    """Old (and, with a KL term, reference) log-probs from a no-grad forward before any update.
+
+    The first mini-batch is trained before any update of the step, so its old log-probs are its
+    own training forward, detached (the same function: no dropout); SPO's probability mask needs
+    them now, and drops the tokens the policy is already confident about.
+    """
+    with torch.no_grad():
+        for mi, mb in enumerate(minibatches):
+            for m in mb:
+                if mi > 0 or learner.prob_mask > 0:
+                    m.old_logp = learner.logp(m)
+                if learner.prob_mask > 0:
+                    assert m.old_logp is not None
+                    m.mask = m.mask & (m.old_logp.exp() < learner.prob_mask)
+                if learner.cfg.kl_coef > 0:
+                    m.ref_logp = learner.ref_logp(m)
+
+
+def _minibatch_norm(mb: Sequence[_Micro], agg: str, dist: Distributed) -> torch.Tensor:
+    """The loss's aggregation norm of a mini-batch over all processes, as one process would see
+    it: its trained tokens (``token-mean``; at least 1, so a mini-batch with no trained token,
+    e.g. SPO's dropped zero-advantage segments, gives a zero loss, not 0 / 0) or its sequences."""
+    if agg == "token-mean":
+        return dist.sum(torch.stack([m.mask.sum() for m in mb]).sum().float()).clamp_min(1.0)
+    return dist.sum(torch.tensor(float(sum(m.ids.shape[0] for m in mb)), device=dist.device))
+
+
+def _heatmap_prompt(buffers: Sequence[Buffer[Any]], advs: Sequence[Sequence[float]]) -> int:
+    """The first prompt whose fresh and suffix groups both move (nonzero advantages), else the
+    first with both groups, else the first."""
+
+    def moves(i: int, fresh: bool) -> bool:
+        return any((r == "fresh") == fresh and a != 0 for r, a in zip(buffers[i].role, advs[i], strict=True))
+
+    both = [i for i, b in enumerate(buffers) if "fresh" in b.role and set(b.role) - {"fresh"}]
+    moving = [i for i in both if moves(i, True) and moves(i, False)]
+    return (moving or both or [0])[0]
+
+
+def gradient_diagnostics(learner: _Learner, step: int, ro: _Rollouts,
+                         batches: _Batches) -> tuple[dict[str, float], dict[str, Any]]:
+    """Per-token gradient magnitudes at the pre-update weights: the ``grad/*`` metrics (suffix
+    against fresh chains) and one prompt's per-thought heatmap (``grads/step_N.json``)."""
+    t0 = time.perf_counter()
+    cfg, dist, buffers = learner.cfg, learner.dist, ro.buffers
+    sums = torch.zeros(4, dtype=torch.float64, device=dist.device)  # suffix sum, n, fresh sum, n
+    grads: dict[tuple[int, int], list[float | None]] = {}
+    for mb, mrows in zip(batches.minibatches, batches.rows, strict=True):
+        norm = _minibatch_norm(mb, cfg.objective.agg, dist)
+        for m, where in zip(mb, mrows, strict=True):
+            g = token_grad_magnitudes(dist.forward_model, m, learner.loss_fn, agg=cfg.objective.agg,
+                                      norm=norm, temperature=learner.temperature, dtype=learner.dtype,
+                                      keep=learner.keep, clip_eps=cfg.clip_eps, clip_c=cfg.clip_c,
+                                      attn=learner.attn).double()
+            for row, (bi, ci) in enumerate(where):
+                k = 2 if buffers[bi].role[ci] == "fresh" else 0  # suffix-like: every derived chain
+                sums[k] += g[row].sum()
+                sums[k + 1] += m.mask[row].sum()
+                grads[(bi, ci)] = thought_grads(buffers[bi].chains[ci], g[row], m.first)
+    sums = dist.sum(sums)
+    s_mean = float(sums[0] / sums[1]) if sums[1] > 0 else float("nan")
+    f_mean = float(sums[2] / sums[3]) if sums[3] > 0 else float("nan")
+    bi = _heatmap_prompt(buffers, batches.advantages)
+    b = buffers[bi]
+    heat = {"step": step, "problem": str(ro.problems[bi].id), "rows": [
+        {"role": b.role[ci], "group": int(b.group[ci]), "reward": float(c.reward),
+         "advantage": float(batches.advantages[bi][ci]), "prefix_thoughts": int(c.prefix_len),
+         "thought_grad": grads[(bi, ci)]}
+        for ci, c in enumerate(b.chains)]}
+    return {"grad/suffix_token_mean": s_mean, "grad/fresh_token_mean": f_mean,
+            "grad/suffix_fresh_ratio": s_mean / f_mean if f_mean > 0 else float("nan"),
+            "time/diagnostics": time.perf_counter() - t0}, heat
+
+
+def update(learner: _Learner, minibatches: Sequence[Sequence[_Micro]], *, step: int,
+           run_path: Path | None) -> dict[str, torch.Tensor]:
+    """``epochs`` passes over the mini-batches, one optimizer step each; the ``loss/*`` metrics.
+
+    Gradients accumulate over a mini-batch's micro-batches, whose losses carry the mini-batch's
+    global norm divided by the process count (DDP averages gradients over processes), so
+    micro-batching and data parallelism leave the loss unchanged. A non-finite loss or gradient
+    norm on any process raises ``NonFiniteLossError`` before the optimizer step.
+    """
+    cfg, dist, agg = learner.cfg, learner.dist, learner.cfg.objective.agg
+    stats = _StatAccumulator()
+    grad_norms: list[torch.Tensor] = []
+    max_norm = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
+    # transformers runs gradient checkpointing only in train mode; with no dropout (checked at
+    # start) train and eval mode compute the same function.
+    learner.model.train(cfg.model.gradient_checkpointing)
+    for epoch in range(cfg.epochs):
+        for mi, mb in enumerate(minibatches):
+            norm = _minibatch_norm(mb, agg, dist) / dist.world
+            finite = torch.ones((), dtype=torch.bool, device=dist.device)
+            for ki, m in enumerate(mb):
+                with dist.no_sync(ki < len(mb) - 1):  # all-reduce the gradients once, at the last
+                    logp = learner.logp(m, train=True)
+                    if m.old_logp is None:  # first mini-batch, before any update
+                        m.old_logp = logp.detach()
+                    loss, st = learner.loss_fn(logp, m.old_logp, m.adv, m.mask, agg=agg,
+                                               clip_eps=cfg.clip_eps, clip_c=cfg.clip_c, norm=norm,
+                                               **m.loss_kw)
+                    if cfg.kl_coef > 0:
+                        assert m.ref_logp is not None
+                        kl = kl_k3(logp, m.ref_logp)
+                        loss = loss + cfg.kl_coef * agg_loss(kl, m.mask, agg, norm=norm)
+                        st["kl_ref"] = masked_mean(kl.detach(), m.mask)
+                    finite &= torch.isfinite(loss.detach())
+                    dist.backward(loss)
+                st["loss"] = loss.detach()
+                st["entropy_proxy"] = masked_mean(-logp.detach(), m.mask)
+                stats.add(st, m.mask.sum())
+            gn = dist.clip_grad_norm(learner.params, max_norm)
+            if not dist.all(finite & torch.isfinite(gn)):
+                learner.optimizer.zero_grad(set_to_none=True)
+                last = latest_checkpoint(run_path) if run_path is not None else None
+                raise NonFiniteLossError(
+                    f"non-finite loss or gradient at step {step}, epoch {epoch}, mini-batch {mi} "
+                    f"(variant {cfg.variant}, loss {cfg.objective.loss}); the optimizer step was not "
+                    f"taken. Last good checkpoint: {last if last is not None else 'none'}"
+                )
+            grad_norms.append(gn.detach())
+            learner.optimizer.step()
+            learner.scheduler.step()
+            learner.optimizer.zero_grad(set_to_none=True)
+    learner.model.eval()
+    out = stats.result(n_optimizer_steps=len(grad_norms), dist=dist)
+    # Gradients are identical on every process after the all-reduce, and so is their norm.
+    out["loss/grad_norm"] = torch.stack(grad_norms).mean()
+    return out
+
+
+def step_metrics(cfg: TrainConfig, parts: Parts, learner: _Learner, step: int, ro: _Rollouts,
+                 batches: _Batches, loss_stats: dict[str, torch.Tensor],
+                 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The step's numbers over all processes (loss, rewards, resets and fallbacks, G1/G2, token
+    counts, the samplers' counters, localization quality) and its rollout records."""
+    dist, buffers = learner.dist, ro.buffers
+    counts = dist.sum(torch.tensor([
+        sum(len(b.chains) for b in buffers),
+        sum(int(m.mask.sum()) for mb in batches.minibatches for m in mb),
+        sum(n_new_tokens(c) for b in buffers for c in b.generated),
+        sum(len(b.generated) for b in buffers),
+        sum(n_new_tokens(c) for b in buffers for c in b.speculative),
+        sum(len(b.speculative) for b in buffers),
+        *ro.counters.values(),
+    ], dtype=torch.float64, device=dist.device))
+    popped = {k: float(v) for k, v in zip(ro.counters, counts[6:].tolist(), strict=True)}
+    skeletons = [_skeleton(b) for b in buffers]
+    fresh_gen = [c.reward for b in buffers for c in b.generated if c.prefix_len == 0]
+    records = rollout_records(buffers, ro.problems, parts.judge)
+    skeletons, fresh_gen, records = dist.gather(skeletons), dist.gather(fresh_gen), dist.gather(records)
+    rows = [(c.reward, r) for b in skeletons for c, r in zip(b.chains, b.role, strict=True)]
+    g2 = [r for r, role in rows if role == "suffix"]
+    derived = [r for r, role in rows if role not in ("fresh", "suffix")]  # baselines' chains
+    g1 = [r for r, role in rows if role == "fresh"]
+    obj = cfg.objective
+    metrics: dict[str, Any] = {
+        "step": step,
+        "variant": cfg.variant,
+        "pairing": obj.pairing,
+        "loss_name": obj.loss,
+        "agg": obj.agg,
+        "data/position": (step + 1) * cfg.prompts_per_step,
+        "lr": float(learner.scheduler.get_last_lr()[0]),
+    }
+    metrics.update({k: float(v) for k, v in loss_stats.items()})
+    metrics.update(buffer_metrics(skeletons))
+    metrics.update({
+        "reward/trained_mean": float(np.mean([r for r, _ in rows])) if rows else float("nan"),
+        "reward/fresh_generated_mean": float(np.mean(fresh_gen)) if fresh_gen else float("nan"),
+        "g1/pass_rate": float(np.mean([r >= 1.0 for r in g1])) if g1 else float("nan"),
+        "g2/pass_rate": float(np.mean([r >= 1.0 for r in g2])) if g2 else float("nan"),
+        "g1/count": float(len(g1)),
+        "g2/count": float(len(g2)),
+        "derived/pass_rate": float(np.mean([r >= 1.0 for r in derived])) if derived else float("nan"),
+        "derived/count": float(len(derived)),
+        "buffer/locate_fallbacks": float(sum(b.stats.locate_fallbacks for b in skeletons)),
+        "buffer/topped_up": float(sum(b.stats.topped_up for b in skeletons)),
+        "tokens/trained_chains": float(counts[0]),
+        "tokens/trained": float(counts[1]),
+        "tokens/generated": float(counts[2]),
+        "tokens/generated_chains": float(counts[3]),
+        "tokens/localization": popped.pop("localize/tokens", 0.0),
+    })
+    # one name per number: the sampler's totals are tokens/generated + tokens/speculative (and
+    # the same for chains); the localizer's fallbacks are counted in buffer/locate_fallbacks
+    for dup in ("gen/tokens", "gen/chains", "localize/fallbacks"):
+        popped.pop(dup, None)
+    if cfg.sampling.reset_search != "sequential":
+        metrics["tokens/speculative"] = float(counts[4])
+        metrics["tokens/speculative_chains"] = float(counts[5])
+    metrics.update(popped)
+    if parts.judge is not None:
+        metrics.update(localization_metrics(records))
+    return metrics, records
+
+
+def evaluate(learner: _Learner, parts: Parts, prefix: str) -> dict[str, float]:
+    """Held-out metrics ``<prefix>/*`` in the generation precision, on the main process (the
+    others wait; their dict is empty)."""
+    out: dict[str, float] = {}
+    if learner.dist.is_main:
+        assert parts.evaluate is not None
+        with learner.generation():
+            ev = parts.evaluate(parts.policy, list(parts.eval_problems)[: learner.cfg.eval.problems])
+        out = {f"{prefix}/{k}": float(v) for k, v in ev.items()}
+    learner.dist.barrier()
+    return out
+
+
+def write_step(run_path: Path | None, cfg_dict: dict[str, Any], parts: Parts, learner: _Learner,
+               step: int, metrics: dict[str, Any], records: list[dict[str, Any]],
+               heat: dict[str, Any] | None) -> float | None:
+    """The step's files: the heatmap, rollouts and metrics lines, then the checkpoint when one is
+    due (resume drops lines after it); the checkpoint's seconds (None: none written)."""
+    cfg, dist = learner.cfg, learner.dist
+    if run_path is None:
+        return None
+    if dist.is_main:
+        if heat is not None:
+            write_json_atomic(run_path / "grads" / f"step_{step:06d}.json", heat)
+        if cfg.log_rollouts:
+            append_jsonl(run_path / "rollouts.jsonl", {"step": step, "prompts": records})
+        append_jsonl(run_path / "metrics.jsonl", metrics)
+    every = cfg.checkpoint_every
+    if not (step + 1 == cfg.steps or (every > 0 and (step + 1) % every == 0)):
+        return None
+    t0 = time.perf_counter()
+    dist.save(run_path, step=step, optimizer=learner.optimizer, scheduler=learner.scheduler,
+              config=cfg_dict, data_position=(step + 1) * cfg.prompts_per_step,
+              tokenizer=parts.tokenizer, keep=cfg.keep_checkpoints)
+    return time.perf_counter() - t0
+
+
 # -- the loop -----------------------------------------------------------------------------------
 
 
@@ -521,388 +1051,60 @@ def train(
     ``resume=True`` continues from the latest checkpoint, dropping metric lines written after
     it, so the resumed run logs what an uninterrupted run logs.
     """
-    acc = accelerator if accelerator is not None else make_accelerator(cfg)
-    rank, world, device = acc.process_index, acc.num_processes, acc.device
-    main = acc.is_main_process
-    variant, obj = cfg.variant_row, cfg.objective
-    split = variant.split
-    loss_fn = get_loss(obj.loss)
-    if obj.loss == "critique":
-        loss_fn = functools.partial(loss_fn, gamma=cfg.baseline.critique_gamma)
-    prob_mask = cfg.baseline.spo_prob_mask if obj.advantage == "spo_tree" else 0.0
-    if obj.advantage not in TOKEN_ADVANTAGES:
-        get_advantage(obj.advantage)  # fail early on an unknown name
-    elif not variant.baseline:
-        raise ValueError(f"advantage {obj.advantage!r} belongs to the baselines, not to {variant.name!r}")
-    if cfg.prompts_per_step % world or cfg.minibatch_prompts % world:
-        raise ValueError(
-            f"prompts_per_step={cfg.prompts_per_step} and minibatch_prompts={cfg.minibatch_prompts} "
-            f"must be multiples of the number of processes ({world})"
-        )
-    if (variant.localizer == "none") != (parts.localizer is None):
-        raise ValueError(f"variant {variant.name!r} needs localizer kind {variant.localizer!r}")
-    temperature = cfg.sampling.temperature if cfg.sampling.scale_logits_by_temperature else 1.0
-    gen_dtype = autocast_dtype(cfg, device)
-    # The update's forwards and backward may run in bf16 while generation keeps its dtype.
-    ac_dtype = torch.bfloat16 if cfg.model.update_dtype == "bfloat16" else gen_dtype
-    upd_attn = cfg.model.update_attention
-
-    model = parts.model.to(device)
-    model.eval()
-    _check_no_dropout(model)
-    policy = parts.policy  # what the sampler / localizer receive (LMSampler: None = its backend)
-    # A backend that holds its own copy of the weights (vLLM) gets the trained ones after updates.
-    sync_weights = getattr(getattr(parts.sampler, "backend", None), "sync_weights", None)
-    fsdp = world > 1 and is_fsdp(acc)
-    ref_model = None  # copied before FSDP shards the parameters
-    if cfg.kl_coef > 0 and not hasattr(model, "disable_adapter"):
-        ref_model = copy.deepcopy(model).eval().requires_grad_(False)
-    wrapped = model
-    if fsdp:
-        # FSDP shards (replaces) the parameters when it wraps the model, so the optimizer must be
-        # built over the wrapped model's parameters; DDP and one process keep their order below.
-        wrapped = acc.prepare_model(model)
-        params = [p for p in wrapped.parameters() if p.requires_grad]
-    else:
-        params = [p for p in model.parameters() if p.requires_grad]
-    # No-grad forwards: under FSDP the sharded parameters only work through the wrapper.
-    fwd = wrapped if fsdp else model
-    optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, betas=cfg.optim.betas,
-                                  weight_decay=cfg.optim.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_lambda(cfg.optim.schedule, cfg.optim.warmup_steps, cfg.total_optimizer_steps))
-    keep = accepts_logits_to_keep(model)
-    keep_ref = ref_model is not None and accepts_logits_to_keep(ref_model)
-
-    start_step = 0
+    learner = _learner(cfg, parts, accelerator if accelerator is not None else make_accelerator())
+    dist = learner.dist
     run_path = Path(run_dir) if run_dir is not None else None
     # Locked for this generator's life (refuses a second process on the folder; issue 16).
-    _run_lock = hold_run_lock(run_path) if run_path is not None and main else None
+    _run_lock = hold_run_lock(run_path) if run_path is not None and dist.is_main else None
     cfg_dict = config_to_dict(cfg)
-    if run_path is not None and main:
-        _write_config(run_path, cfg_dict, resume=resume)
-    if run_path is not None and resume:
-        ckpt = latest_checkpoint(run_path)
-        if ckpt is not None:
-            if fsdp:  # a collective: every process reads the files and keeps its shard
-                state = load_checkpoint_distributed(ckpt, acc=acc, wrapped=wrapped, model=model,
-                                                    optimizer=optimizer, scheduler=scheduler)
-            else:
-                state = load_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler)
-            start_step = int(state["step"]) + 1
-        if main:  # drop lines logged after the checkpoint (all of them if there is none)
-            truncate_after_step(run_path / "metrics.jsonl", start_step - 1)
-            truncate_after_step(run_path / "rollouts.jsonl", start_step - 1)
-    elif run_path is not None and main and (run_path / "metrics.jsonl").exists():
-        raise FileExistsError(f"{run_path / 'metrics.jsonl'} exists: pass resume=True or use a new run dir")
-    acc.wait_for_everyone()
-    if world > 1 and not fsdp:
-        wrapped = acc.prepare_model(model)
+    start_step = _open_run(run_path, cfg_dict, learner, resume=resume)
+    dist.barrier()
+    dist.replicate()  # DDP wraps the model once a resume restored it
+    # A backend that holds its own copy of the weights (vLLM) gets the trained ones after updates.
+    sync_weights = getattr(getattr(parts.sampler, "backend", None), "sync_weights", None)
     if sync_weights is not None and start_step > 0:  # the engine still holds the initial weights
-        push_weights(sync_weights, model, wrapped, acc, fsdp=fsdp)
-
-    mb_local = cfg.minibatch_prompts // world
-    n_train = len(parts.train_problems)
+        dist.push_weights(sync_weights)
     eval0: dict[str, float] = {}
-    def gen_ctx() -> Any:  # the generation precision; evaluation measures the sampling policy
-        return torch.autocast(device.type, dtype=gen_dtype) if gen_dtype is not None else contextlib.nullcontext()
+    if parts.evaluate is not None and cfg.eval.at_start and start_step == 0:
+        eval0 = evaluate(learner, parts, "eval0")
+    checkpoint_s: float | None = None  # the previous step's, written after its metrics line
 
-    if parts.evaluate is not None and cfg.eval.at_start and start_step == 0 and cfg.steps > 0:
-        if main:
-            with gen_ctx():
-                ev = parts.evaluate(policy, list(parts.eval_problems)[: cfg.eval.problems])
-            eval0 = {f"eval0/{k}": float(v) for k, v in ev.items()}
-        acc.wait_for_everyone()
-    prev_checkpoint_s: float | None = None  # written after the previous step's metrics line
     for step in range(start_step, cfg.steps):
         t_step = time.perf_counter()
-        idx = step_indices(n_train, step, cfg.prompts_per_step, seed=cfg.seed)
-        mine = shard(idx, rank, world)  # positions j in the step owned by this process
+        ro = collect_rollouts(cfg, parts, learner, step)
+        t_rollout = time.perf_counter() - t_step
 
-        # -- rollouts ------------------------------------------------------------------------
         t0 = time.perf_counter()
-        for src in parts.stats_sources:  # counters start at zero for this step
-            src()
-        probs = [parts.train_problems[idx[j]] for j in mine]
-        with torch.no_grad(), gen_ctx():
-            # All prompts of the step in lock-step: a batching sampler serves each round at once.
-            buffers: list[Buffer[Any]] = build_buffers(
-                parts.sampler, parts.localizer, policy, [parts.root(p) for p in probs],
-                split=split, rngs=[Rngs.keyed(cfg.seed, step, j) for j in mine],
-                builder=variant.builder, search=cfg.sampling.reset_search)
-        for prob, buf in zip(probs, buffers, strict=True):
-            for i, c in enumerate(buf.generated):
-                check_reward(c.reward, where=f"step {step}, problem {prob.id!r}, chain {i}")
-        popped: dict[str, float] = {}
-        for src in parts.stats_sources:
-            for k, v in src().items():
-                popped[k] = popped.get(k, 0.0) + float(v)
-        t_rollout = time.perf_counter() - t0
-
-        # -- advantages and tensors ----------------------------------------------------------
-        t0 = time.perf_counter()
-        segs = [chain_segments(b, obj.advantage, cfg) for b in buffers]
-        advs = [[float(sg[-1][1] or 0.0) for sg in bs] for bs in segs]  # one number per chain, for records
-        minibatches: list[list[_Micro]] = []
-        micro_chains: list[list[list[tuple[int, int]]]] = []  # (buffer index, chain index) per row
-        for m0 in range(0, len(buffers), mb_local):
-            where = [(bi, ci) for bi in range(m0, min(m0 + mb_local, len(buffers)))
-                     for ci in range(len(buffers[bi].chains))]
-            chains = [buffers[bi].chains[ci] for bi, ci in where]
-            seg = [sg for bs in segs[m0:m0 + mb_local] for sg in bs]
-            off = [bool(buffers[bi].offpolicy[ci]) if buffers[bi].offpolicy else False for bi, ci in where]
-            micros = [
-                _collate(chains[k:k + cfg.micro_batch_chains], seg[k:k + cfg.micro_batch_chains],
-                         parts.pad_id, device, off[k:k + cfg.micro_batch_chains])
-                for k in range(0, len(chains), cfg.micro_batch_chains)
-            ]
-            minibatches.append(micros)
-            micro_chains.append([where[k:k + cfg.micro_batch_chains]
-                                 for k in range(0, len(chains), cfg.micro_batch_chains)])
-        n_micro = torch.tensor([len(mb) for mb in minibatches], device=device)
-        if world > 1 and not torch.equal(_all_reduce(n_micro, "max"), n_micro):
-            raise RuntimeError("processes hold different numbers of micro-batches (unequal budgets)")
-        with torch.no_grad():
-            for mi, mb in enumerate(minibatches):
-                for m in mb:
-                    # The first mini-batch is trained before any update of this step, so its old
-                    # log-probs are its own forward, detached (the same function: no dropout).
-                    if mi > 0 or prob_mask > 0:
-                        m.old_logp = _logp(fwd, m, temperature, ac_dtype, keep, upd_attn)
-                    if prob_mask > 0:  # SPO's probability mask: confident tokens are not trained
-                        m.mask = m.mask & (m.old_logp.exp() < prob_mask)
-                    if cfg.kl_coef > 0:
-                        if ref_model is not None:
-                            m.ref_logp = _logp(ref_model, m, temperature, ac_dtype, keep_ref, upd_attn)
-                        else:
-                            peft_model: Any = model
-                            with peft_model.disable_adapter():
-                                m.ref_logp = _logp(fwd, m, temperature, ac_dtype, keep, upd_attn)
+        batches = build_minibatches(cfg, parts, dist, ro.buffers)
+        prepare_old_logprobs(learner, batches.minibatches)
         t_prep = time.perf_counter() - t0
 
-        # -- gradient diagnostics (pre-update weights) -------------------------------------------
         diag: dict[str, float] = {}
         heat: dict[str, Any] | None = None
         if cfg.diagnostics_every > 0 and step % cfg.diagnostics_every == 0:
-            t0 = time.perf_counter()
-            sums = torch.zeros(4, dtype=torch.float64, device=device)  # suffix sum, n, fresh sum, n
-            rows: dict[tuple[int, int], list[float | None]] = {}
-            for mb, mwhere in zip(minibatches, micro_chains, strict=True):
-                n_tok = torch.stack([m.mask.sum() for m in mb]).sum().float()
-                n_seq = torch.tensor(float(sum(m.ids.shape[0] for m in mb)), device=device)
-                if world > 1:  # the mini-batch's global counts, as one process would see them
-                    n_tok, n_seq = _all_reduce(n_tok, "sum"), _all_reduce(n_seq, "sum")
-                norm = n_tok.clamp_min(1.0) if obj.agg == "token-mean" else n_seq
-                for m, where in zip(mb, mwhere, strict=True):
-                    g = token_grad_magnitudes(fwd, m, loss_fn, agg=obj.agg, norm=norm,
-                                              temperature=temperature, dtype=ac_dtype, keep=keep,
-                                              clip_eps=cfg.clip_eps, clip_c=cfg.clip_c,
-                                              attn=upd_attn).double()
-                    for row, (bi, ci) in enumerate(where):
-                        role = buffers[bi].role[ci]
-                        k = 2 if role == "fresh" else 0  # suffix-like: every derived chain
-                        sums[k] += g[row].sum()
-                        sums[k + 1] += m.mask[row].sum()
-                        rows[(bi, ci)] = thought_grads(buffers[bi].chains[ci], g[row], m.first)
-            sums = _all_reduce(sums, "sum")
-            s_mean = float(sums[0] / sums[1]) if sums[1] > 0 else float("nan")
-            f_mean = float(sums[2] / sums[3]) if sums[3] > 0 else float("nan")
-            diag = {"grad/suffix_token_mean": s_mean, "grad/fresh_token_mean": f_mean,
-                    "grad/suffix_fresh_ratio": s_mean / f_mean if f_mean > 0 else float("nan")}
-            # Draw the first prompt whose fresh and suffix groups both move (nonzero advantages),
-            # else the first with both groups, else the first.
-            def _moves(i: int, fresh: bool) -> bool:
-                return any((r == "fresh") == fresh and a != 0
-                           for r, a in zip(buffers[i].role, advs[i], strict=True))
+            diag, heat = gradient_diagnostics(learner, step, ro, batches)  # pre-update weights
 
-            both = [i for i, b in enumerate(buffers) if "fresh" in b.role and set(b.role) - {"fresh"}]
-            moving = [i for i in both if _moves(i, True) and _moves(i, False)]
-            bi = (moving or both or [0])[0]
-            if buffers:
-                b = buffers[bi]
-                heat = {"step": step, "problem": str(probs[bi].id), "rows": [
-                    {"role": b.role[ci], "group": int(b.group[ci]), "reward": float(c.reward),
-                     "advantage": float(advs[bi][ci]), "prefix_thoughts": int(c.prefix_len),
-                     "thought_grad": rows[(bi, ci)]}
-                    for ci, c in enumerate(b.chains)]}
-            diag["time/diagnostics"] = time.perf_counter() - t0
-
-        # -- updates -------------------------------------------------------------------------
         t0 = time.perf_counter()
-        stats = _StatAccumulator()
-        grad_norms: list[torch.Tensor] = []
-        # transformers runs gradient checkpointing only in train mode; with no dropout (checked
-        # above) train and eval mode compute the same function.
-        model.train(cfg.model.gradient_checkpointing)
-        for epoch in range(cfg.epochs):
-            for mi, mb in enumerate(minibatches):
-                n_tok = torch.stack([m.mask.sum() for m in mb]).sum().float()
-                n_seq = torch.tensor(float(sum(m.ids.shape[0] for m in mb)), device=device)
-                if world > 1:
-                    n_tok, n_seq = _all_reduce(n_tok, "sum"), _all_reduce(n_seq, "sum")
-                # Gradients are averaged over processes, so each process divides by global / world.
-                # A mini-batch with no trained token (SPO drops zero-advantage segments) gives a
-                # zero loss, not 0 / 0.
-                norm = (n_tok.clamp_min(1.0) if obj.agg == "token-mean" else n_seq) / world
-                finite = torch.ones((), dtype=torch.bool, device=device)
-                for ki, m in enumerate(mb):
-                    sync = ki == len(mb) - 1
-                    ctx = acc.no_sync(wrapped) if (world > 1 and not sync) else contextlib.nullcontext()
-                    with ctx:
-                        logp = _logp(wrapped, m, temperature, ac_dtype, keep, upd_attn)
-                        if m.old_logp is None:  # first mini-batch, before any update
-                            m.old_logp = logp.detach()
-                        loss, st = loss_fn(logp, m.old_logp, m.adv, m.mask, agg=obj.agg,
-                                           clip_eps=cfg.clip_eps, clip_c=cfg.clip_c, norm=norm,
-                                           **m.loss_kw)
-                        if cfg.kl_coef > 0:
-                            assert m.ref_logp is not None
-                            kl = kl_k3(logp, m.ref_logp)
-                            loss = loss + cfg.kl_coef * agg_loss(kl, m.mask, obj.agg, norm=norm)
-                            st["kl_ref"] = masked_mean(kl.detach(), m.mask)
-                        finite &= torch.isfinite(loss.detach())
-                        acc.backward(loss)
-                    st["loss"] = loss.detach()
-                    st["entropy_proxy"] = masked_mean(-logp.detach(), m.mask)
-                    stats.add(st, m.mask.sum())
-                max_norm = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
-                if fsdp and hasattr(wrapped, "clip_grad_norm_"):  # FSDP1: the norm over all shards
-                    gn = wrapped.clip_grad_norm_(max_norm)
-                else:
-                    gn = torch.nn.utils.clip_grad_norm_(params, max_norm)
-                    if hasattr(gn, "full_tensor"):  # FSDP2 / DTensor parameters
-                        gn = gn.full_tensor()
-                finite &= torch.isfinite(gn)
-                if world > 1:
-                    finite = _all_reduce(finite.float(), "min") > 0
-                if not bool(finite):
-                    optimizer.zero_grad(set_to_none=True)
-                    last = latest_checkpoint(run_path) if run_path is not None else None
-                    raise NonFiniteLossError(
-                        f"non-finite loss or gradient at step {step}, epoch {epoch}, mini-batch {mi} "
-                        f"(variant {cfg.variant}, loss {obj.loss}); the optimizer step was not taken. "
-                        f"Last good checkpoint: {last if last is not None else 'none'}"
-                    )
-                grad_norms.append(gn.detach())
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-        model.eval()
+        loss_stats = update(learner, batches.minibatches, step=step, run_path=run_path)
         t_update = time.perf_counter() - t0
-        t_sync = None
+        timings: dict[str, float] = {}
         if sync_weights is not None:  # after every update of the step, before evaluation
             t0 = time.perf_counter()
-            push_weights(sync_weights, model, wrapped, acc, fsdp=fsdp)
-            t_sync = time.perf_counter() - t0
+            dist.push_weights(sync_weights)
+            timings["time/sync"] = time.perf_counter() - t0
 
-        # -- metrics -------------------------------------------------------------------------
-        loss_stats = stats.result(n_optimizer_steps=len(grad_norms), world=world)
-        # Gradients are identical on every process after the all-reduce, and so is their norm.
-        loss_stats["loss/grad_norm"] = torch.stack(grad_norms).mean()
-        local_counts = torch.tensor([
-            sum(len(b.chains) for b in buffers),
-            sum(int(m.mask.sum()) for mb in minibatches for m in mb),
-            sum(n_new_tokens(c) for b in buffers for c in b.generated),
-            sum(len(b.generated) for b in buffers),
-            sum(n_new_tokens(c) for b in buffers for c in b.speculative),
-            sum(len(b.speculative) for b in buffers),
-            *popped.values(),
-        ], dtype=torch.float64, device=device)
-        counts = _all_reduce(local_counts, "sum")
-        popped = {k: float(v) for k, v in zip(popped, counts[6:].tolist(), strict=True)}
-        skeletons = [_skeleton(b) for b in buffers]
-        fresh_gen = [c.reward for b in buffers for c in b.generated if c.prefix_len == 0]
-        records = rollout_records(buffers, probs, parts.judge)
-        if world > 1:
-            from accelerate.utils import gather_object
-
-            skeletons = gather_object(skeletons)
-            fresh_gen = gather_object(fresh_gen)
-            records = gather_object(records)
-        rows = [(c.reward, r) for b in skeletons for c, r in zip(b.chains, b.role, strict=True)]
-        g2 = [r for r, role in rows if role == "suffix"]
-        derived = [r for r, role in rows if role not in ("fresh", "suffix")]  # baselines' chains
-        g1 = [r for r, role in rows if role == "fresh"]
-        metrics: dict[str, Any] = {
-            "step": step,
-            "variant": cfg.variant,
-            "pairing": obj.pairing,
-            "loss_name": obj.loss,
-            "agg": obj.agg,
-            "data/position": (step + 1) * cfg.prompts_per_step,
-            "lr": float(scheduler.get_last_lr()[0]),
-        }
-        metrics.update({k: float(v) for k, v in loss_stats.items()})
-        metrics.update(buffer_metrics(skeletons))
-        metrics.update({
-            "reward/trained_mean": float(np.mean([r for r, _ in rows])) if rows else float("nan"),
-            "reward/fresh_generated_mean": float(np.mean(fresh_gen)) if fresh_gen else float("nan"),
-            "g1/pass_rate": float(np.mean([r >= 1.0 for r in g1])) if g1 else float("nan"),
-            "g2/pass_rate": float(np.mean([r >= 1.0 for r in g2])) if g2 else float("nan"),
-            "g1/count": float(len(g1)),
-            "g2/count": float(len(g2)),
-            "derived/pass_rate": float(np.mean([r >= 1.0 for r in derived])) if derived else float("nan"),
-            "derived/count": float(len(derived)),
-            "buffer/locate_fallbacks": float(sum(b.stats.locate_fallbacks for b in skeletons)),
-            "buffer/topped_up": float(sum(b.stats.topped_up for b in skeletons)),
-            "tokens/trained_chains": float(counts[0]),
-            "tokens/trained": float(counts[1]),
-            "tokens/generated": float(counts[2]),
-            "tokens/generated_chains": float(counts[3]),
-            "tokens/localization": popped.pop("localize/tokens", 0.0),
-        })
-        # one name per number: the sampler's totals are tokens/generated + tokens/speculative (and
-        # the same for chains); the localizer's fallbacks are counted in buffer/locate_fallbacks
-        for dup in ("gen/tokens", "gen/chains", "localize/fallbacks"):
-            popped.pop(dup, None)
-        if cfg.sampling.reset_search != "sequential":
-            metrics["tokens/speculative"] = float(counts[4])
-            metrics["tokens/speculative_chains"] = float(counts[5])
-        metrics.update(popped)
-        if parts.judge is not None:
-            metrics.update(localization_metrics(records))
-        metrics.update(diag)
-        if step == 0:
-            metrics.update(eval0)
+        stats, records = step_metrics(cfg, parts, learner, step, ro, batches, loss_stats)
+        evals: dict[str, float] = {}
         if parts.evaluate is not None and cfg.eval.every > 0 and (
                 (step + 1) % cfg.eval.every == 0 or step + 1 == cfg.steps):
             t0 = time.perf_counter()
-            if main:
-                with gen_ctx():
-                    ev = parts.evaluate(policy, list(parts.eval_problems)[: cfg.eval.problems])
-                metrics.update({f"eval/{k}": float(v) for k, v in ev.items()})
-            acc.wait_for_everyone()
-            metrics["time/eval"] = time.perf_counter() - t0
-        if t_sync is not None:
-            metrics["time/sync"] = t_sync
-        metrics.update({"time/rollout": t_rollout, "time/prep": t_prep, "time/update": t_update,
+            evals = evaluate(learner, parts, "eval")
+            evals["time/eval"] = time.perf_counter() - t0
+        timings.update({"time/rollout": t_rollout, "time/prep": t_prep, "time/update": t_update,
                         "time/step": time.perf_counter() - t_step})
-        if prev_checkpoint_s is not None:  # the line is written before this step's checkpoint
-            metrics["time/prev_checkpoint"], prev_checkpoint_s = prev_checkpoint_s, None
+        if checkpoint_s is not None:  # the line is written before this step's checkpoint
+            timings["time/prev_checkpoint"] = checkpoint_s
+        metrics = {**stats, **diag, **(eval0 if step == 0 else {}), **evals, **timings}
 
-        # -- write: the metrics line first, then the checkpoint (resume drops lines after it) ---
-        if run_path is not None:
-            if main:
-                if heat is not None:
-                    write_json_atomic(run_path / "grads" / f"step_{step:06d}.json", heat)
-                if cfg.log_rollouts:
-                    append_jsonl(run_path / "rollouts.jsonl", {"step": step, "prompts": records})
-                append_jsonl(run_path / "metrics.jsonl", metrics)
-            last_step = step + 1 == cfg.steps
-            every = cfg.checkpoint_every
-            if last_step or (every > 0 and (step + 1) % every == 0):
-                t0 = time.perf_counter()
-                if fsdp:  # a collective: every process gathers, the main one writes
-                    save_checkpoint_distributed(run_path, acc=acc, wrapped=wrapped, model=model,
-                                                optimizer=optimizer, scheduler=scheduler, step=step,
-                                                config=cfg_dict,
-                                                data_position=(step + 1) * cfg.prompts_per_step,
-                                                tokenizer=parts.tokenizer, keep=cfg.keep_checkpoints)
-                elif main:
-                    save_checkpoint(run_path, step=step, model=model, optimizer=optimizer,
-                                    scheduler=scheduler, config=cfg_dict,
-                                    data_position=(step + 1) * cfg.prompts_per_step,
-                                    tokenizer=parts.tokenizer, keep=cfg.keep_checkpoints)
-                acc.wait_for_everyone()
-                prev_checkpoint_s = time.perf_counter() - t0
+        checkpoint_s = write_step(run_path, cfg_dict, parts, learner, step, metrics, records, heat)
         yield metrics
