@@ -43,6 +43,7 @@ WALK_FILES = ("README" + MD, "pyproject.toml", "Makefile", ".gitignore")
 GENERATED = {
     "cpu_tables" + MD: "respo/commands/cpu_track.py",
     "cpu_coverage_tables" + MD: "respo/commands/cpu_track.py",
+    "cpu_coverage_replication" + MD: "respo/analysis/coverage.py",
     "table_main" + MD: "experiments/paper/reproduce.py",
     "table_splits" + MD: "experiments/paper/reproduce.py",
     "lcb_curves" + MD: "experiments/paper/reproduce.py",

@@ -65,7 +65,7 @@ __all__ = [
     "Estimate", "load_coverage_suite", "estimate", "eval_points", "cumulative_cost", "curve",
     "final_value", "start_value", "auc_value", "arm_summary", "paired_difference",
     "measured_p", "grpo_gain", "relative_edge", "sooner", "analyse_setting", "analyse",
-    "tables_markdown", "replication_markdown", "order_arms", "seed_key", "total_cost", "TARGET_HALF_WIDTH",
+    "tables_markdown", "replication_markdown", "REPLICATION_FILE", "order_arms", "seed_key", "total_cost", "TARGET_HALF_WIDTH",
 ]
 
 ARM_ORDER: tuple[str, ...] = ("grpo", "grpo-tok", "rrpo", "srpo", "oracle", "treerl")
@@ -688,6 +688,10 @@ def tables_markdown(result: Mapping[str, Any], *, source: str | None = None) -> 
               "first x where the arm's mean curve reaches GRPO's final mean, only where it does "
               "within the run ('—' otherwise; the reasons are in the JSON).", ""]
     return "\n".join(lines)
+
+
+REPLICATION_FILE = "cpu_coverage_replication.md"
+"""Where the ``cpu_coverage`` notebook writes ``replication_markdown``'s table."""
 
 
 def replication_markdown(reference: Mapping[str, Any], replication: Mapping[str, Any], *,
