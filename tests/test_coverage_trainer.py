@@ -11,7 +11,7 @@ import torch
 from llm_fixtures import full_and_killed_metrics
 
 from respo.llm.config import EvalConfig
-from respo.llm.train import train
+from respo.llm.trainer import train
 
 
 @pytest.fixture(autouse=True)
@@ -64,33 +64,45 @@ def test_gold_step_probs_are_teacher_forced_line_probabilities():
             assert math.isclose(lp, math.exp(total), rel_tol=1e-4, abs_tol=1e-7)
 
 
-def test_bf16_update_changes_the_update_little_and_keeps_generation_in_fp32():
+def _one_step_spied(probe, **model_kw):
+    """One GRPO step with ``model_kw`` on the model config; ``probe(parts)`` is recorded at every
+    forward of the model. Returns (metrics row, records, parts)."""
     from respo.llm.train_parts import build_parts
+
+    cfg = dataclasses.replace(_cfg("grpo", seed=3), steps=1, eval=EvalConfig(),
+                              model=dataclasses.replace(_cfg().model, **model_kw))
+    parts = build_parts(cfg)
+    seen = []
+    orig = parts.model.forward
+
+    def spy(*a, **kw):
+        seen.append(probe(parts))
+        return orig(*a, **kw)
+
+    parts.model.forward = spy
+    (row,) = list(train(cfg, parts))
+    return row, seen, parts
+
+
+def _same_rollouts_nearly_same_loss(a_row, b_row):
+    assert a_row["tokens/generated"] == b_row["tokens/generated"]
+    a, b = a_row["loss/loss"], b_row["loss/loss"]
+    assert abs(a - b) <= 0.05 * abs(a) + 1e-3
+
+
+def test_bf16_update_changes_the_update_little_and_keeps_generation_in_fp32():
+    def autocast(_parts):
+        return torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None
 
     rows = {}
     for dt in ("same", "bfloat16"):
-        cfg = dataclasses.replace(_cfg("grpo", seed=3), steps=1, eval=EvalConfig(),
-                                  model=dataclasses.replace(_cfg().model, update_dtype=dt))
-        parts = build_parts(cfg)
-        calls = []
-        orig = parts.model.forward
-
-        def spy(*a, _orig=orig, _calls=calls, **kw):
-            _calls.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
-            return _orig(*a, **kw)
-
-        parts.model.forward = spy
-        (rows[dt],) = list(train(cfg, parts))
-        n_gen = int(rows[dt]["gen/calls"])
-        assert n_gen > 0
+        rows[dt], calls, _ = _one_step_spied(autocast, update_dtype=dt)
+        assert int(rows[dt]["gen/calls"]) > 0
         if dt == "same":
             assert set(calls) == {None}
         else:  # generation forwards first (no autocast), the update's forwards in bf16
             assert None in calls and torch.bfloat16 in calls
-    # Same rollouts (generation unchanged), nearly the same loss.
-    assert rows["same"]["tokens/generated"] == rows["bfloat16"]["tokens/generated"]
-    a, b = rows["same"]["loss/loss"], rows["bfloat16"]["loss/loss"]
-    assert abs(a - b) <= 0.05 * abs(a) + 1e-3
+    _same_rollouts_nearly_same_loss(rows["same"], rows["bfloat16"])
 
 
 def test_coverage_suites_are_paired_seed_major_and_tuned_on_validation():
@@ -126,29 +138,16 @@ def test_update_attention_switches_the_update_only_and_changes_it_little():
     """``model.update_attention="eager"``: the update's forwards run with eager attention, the
     generation forwards with the model's own (sdpa); the rollouts are the same and the loss
     nearly so; the setting is restored after every forward."""
-    from respo.llm.train_parts import build_parts
+    def impl(parts):
+        return parts.model.config._attn_implementation, torch.is_grad_enabled()
 
     rows = {}
     for attn in ("same", "eager"):
-        cfg = dataclasses.replace(_cfg("grpo", seed=3), steps=1, eval=EvalConfig(),
-                                  model=dataclasses.replace(_cfg().model, update_attention=attn))
-        parts = build_parts(cfg)
-        seen = []
-        orig = parts.model.forward
-
-        def spy(*a, _orig=orig, _seen=seen, _conf=parts.model.config, **kw):
-            _seen.append((_conf._attn_implementation, torch.is_grad_enabled()))
-            return _orig(*a, **kw)
-
-        parts.model.forward = spy
-        (rows[attn],) = list(train(cfg, parts))
-        grad_impls = {impl for impl, grad in seen if grad}
-        assert grad_impls == ({"sdpa"} if attn == "same" else {"eager"})
+        rows[attn], seen, parts = _one_step_spied(impl, update_attention=attn)
+        assert {i for i, grad in seen if grad} == ({"sdpa"} if attn == "same" else {"eager"})
         assert parts.model.config._attn_implementation == "sdpa"
         assert seen[0][0] == "sdpa"  # the first forward is generation
-    assert rows["same"]["tokens/generated"] == rows["eager"]["tokens/generated"]
-    a, b = rows["same"]["loss/loss"], rows["eager"]["loss/loss"]
-    assert abs(a - b) <= 0.05 * abs(a) + 1e-3
+    _same_rollouts_nearly_same_loss(rows["same"], rows["eager"])
 
 
 def test_bad_update_attention_is_named():
