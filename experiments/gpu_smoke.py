@@ -8,7 +8,7 @@ Llama) with a tokenizer built locally whose vocabulary has the real model's size
 - ``generate``: plain batched generation tokens/s of the transformers backend (``HFBackend``);
 - ``train_step``: forward + backward + AdamW on a fixed [batch, seq] bf16 batch, its time and the
   model FLOPs utilization, MFU = 6 N T / (t * peak), N = parameters, T = tokens;
-- ``srpo``: a few SRPO training steps through the real loop (``respo.llm.train.train``): rollout,
+- ``srpo``: a few SRPO training steps through the real loop (``respo.llm.trainer.train``): rollout,
   localization and update times, generated / trained / localization tokens, the update's MFU;
 - ``vllm``: the same prompts through ``respo.llm.vllm_backend.VLLMBackend`` and through plain
   ``LLM.generate`` (same sampling parameters, one request per prompt): tokens/s of both and their
@@ -156,8 +156,8 @@ def run_srpo(model: Any, tok: Any, device: torch.device, *, steps: int, prompts:
     from respo.llm.generation import HFBackend
     from respo.llm.localize import PromptedSelfLocalizer
     from respo.llm.sampler import LMSampler
-    from respo.llm.train import Parts, train
     from respo.llm.train_parts import build_task
+    from respo.llm.trainer import Parts, train
 
     cfg = TrainConfig(
         name="gpu-smoke", variant="srpo", task="arithmetic", train_problems=64, steps=steps,

@@ -17,7 +17,7 @@ from llm_fixtures import tiny_lm  # noqa: E402
 from llm_train_fakes import fake_parts  # noqa: E402
 
 from respo.llm.config import OptimConfig, TrainConfig  # noqa: E402
-from respo.llm.train import make_accelerator, train  # noqa: E402
+from respo.llm.trainer import make_accelerator, train  # noqa: E402
 
 
 def main(out: str, steps: int, variants: list[str]) -> None:

@@ -1,4 +1,4 @@
-"""Worker for tests/test_fsdp_checkpoint.py: ``respo.llm.train.train`` on its FSDP path, 2 CPU processes.
+"""Worker for tests/test_fsdp_checkpoint.py: ``respo.llm.trainer.train`` on its FSDP path, 2 CPU processes.
 
 Run as ``torchrun --nproc_per_node 2 tests/fsdp_train_worker.py OUT VARIANT... [--prompts-per-step
 N] [--no-resume] [--sync]`` (FSDP over gloo), or with ``python`` instead of torchrun (one process,
@@ -62,7 +62,7 @@ from llm_train_fakes import fake_parts  # noqa: E402
 
 from respo.llm.checkpoint import checkpoint_dir, latest_checkpoint, load_checkpoint  # noqa: E402
 from respo.llm.config import OptimConfig, TrainConfig  # noqa: E402
-from respo.llm.train import is_fsdp, train  # noqa: E402
+from respo.llm.trainer import is_fsdp, train  # noqa: E402
 
 USE_ORIG_PARAMS = False  # accelerate's FSDP1 default (flat parameters)
 

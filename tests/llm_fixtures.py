@@ -114,9 +114,9 @@ def lm() -> Any:
 def full_and_killed_metrics(cfg: Any, tmp_path: Any) -> tuple[list[dict], list[dict]]:
     """Metrics of one uninterrupted run of ``cfg`` and of one killed after its first step and
     resumed (the real parts, ``build_parts``), without wall-clock keys: equal for an exact resume."""
-    from respo.llm.metrics import read_jsonl, without_wall_clock
-    from respo.llm.train import train
+    from respo.jsonl import read_jsonl, without_wall_clock
     from respo.llm.train_parts import build_parts
+    from respo.llm.trainer import train
 
     list(train(cfg, build_parts(cfg), run_dir=tmp_path / "full"))
     gen = train(cfg, build_parts(cfg), run_dir=tmp_path / "cut")

@@ -80,7 +80,7 @@ def fake_parts(model: Any, variant_localizer: str, *, p_success: float = 0.5,
                localizer: Any = None, n_problems: int = 8) -> Any:
     """``Parts`` for a variant's localizer kind over the fake sampler and a copy of ``model``."""
     from respo.llm.branching import EntropyCutter, SegmentCutter
-    from respo.llm.train import Parts
+    from respo.llm.trainer import Parts
     from respo.resets import OracleLocalizer, UniformLocalizer
 
     sampler = TokenCoinSampler(p_success=p_success)

@@ -18,7 +18,7 @@ from respo.buffer import Buffer, Rngs, build_buffer
 from respo.llm.branching import EntropyCutter, SegmentCutter, cut_prefix, token_uncertainty
 from respo.llm.config import TrainConfig
 from respo.llm.prompts import CRITIQUE_INSTRUCTION, RETRY_INSTRUCTION, critique_text
-from respo.llm.train import _collate, chain_segments, trained_start
+from respo.llm.trainer import _collate, chain_segments, trained_start
 from respo.llm.types import TokenState
 from respo.resets import Chain
 from respo.variants import VARIANTS, resolve_objective
@@ -297,7 +297,7 @@ def test_critique_loss_shapes_only_the_refinement_rows():
 def test_baselines_train_end_to_end_with_the_tiny_model(tmp_path):
     from llm_train_fakes import fake_parts
 
-    from respo.llm.train import train
+    from respo.llm.trainer import train
 
     for name in ("spo-tree", "treerl", "score", "critique-grpo"):
         cfg = TrainConfig(variant=name, steps=1, prompts_per_step=2, minibatch_prompts=1, micro_batch_chains=4)
@@ -332,7 +332,7 @@ def test_spo_probability_mask_removes_confident_tokens_from_the_loss(tmp_path):
     from llm_train_fakes import fake_parts
 
     from respo.llm.config import BaselineConfig
-    from respo.llm.train import train
+    from respo.llm.trainer import train
 
     rows = {}
     for thr in (0.0, 1e-9):  # off, and a mask that every token's probability exceeds

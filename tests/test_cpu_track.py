@@ -9,9 +9,9 @@ import pytest
 
 from respo.commands import cpu_track
 from respo.commands.train import load_presets
+from respo.jsonl import read_jsonl
 from respo.llm import sft
 from respo.llm.checkpoint import latest_checkpoint
-from respo.llm.metrics import read_jsonl
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -228,8 +228,8 @@ def test_eval_run_on_a_trained_run_folder(tmp_path):
     """A real (tiny) run: ``--model <run folder>`` evaluates its latest checkpoint with the run's
     sampling settings from its config.json; ``chat`` (a trainer prompt variant) is accepted."""
     from respo.commands.evaluate import SettingMismatchWarning, main
-    from respo.llm.train import train
     from respo.llm.train_parts import build_parts
+    from respo.llm.trainer import train
     from respo.presets import get_preset
 
     cfg = dataclasses.replace(get_preset("tiny-smoke"), steps=1, checkpoint_every=1)

@@ -171,7 +171,7 @@ def test_distributed_functions_keep_lora_checkpoints_adapters(tmp_path):
 
 # -- the trainer's FSDP path, end to end (tests/fsdp_train_worker.py) ---------------------------
 #
-# ``respo.llm.train.train`` under FSDP on 2 CPU processes (torchrun, gloo): a real
+# ``respo.llm.trainer.train`` under FSDP on 2 CPU processes (torchrun, gloo): a real
 # ``Accelerator(cpu=True)`` whose state is switched to FSDP1 the way accelerate does it on GPUs
 # (see the worker's docstring), so ``prepare_model`` shards with ``FullyShardedDataParallel`` and
 # checkpoints go through ``save/load_checkpoint_distributed``. Variants grpo (token-mean) and srpo

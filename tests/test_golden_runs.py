@@ -46,9 +46,9 @@ def golden_config(variant: str) -> Any:
 def run_metrics(variant: str, run_dir: Path) -> list[dict[str, Any]]:
     from llm_fixtures import torch_threads
 
-    from respo.llm.metrics import read_jsonl, without_wall_clock
-    from respo.llm.train import train
+    from respo.jsonl import read_jsonl, without_wall_clock
     from respo.llm.train_parts import build_parts
+    from respo.llm.trainer import train
 
     cfg = golden_config(variant)
     with torch_threads(1):

@@ -9,10 +9,10 @@ import torch
 from llm_fixtures import full_and_killed_metrics, tiny_lm
 from llm_train_fakes import fake_parts
 
+from respo.jsonl import read_jsonl, without_wall_clock
 from respo.llm.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from respo.llm.config import TrainConfig
-from respo.llm.metrics import read_jsonl, without_wall_clock
-from respo.llm.train import train
+from respo.llm.trainer import train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -14,10 +14,10 @@ from llm_fixtures import tiny_lm
 from llm_train_fakes import FixedLocalizer, TokenCoinSampler, fake_parts, problems
 
 from respo import losses
+from respo.jsonl import read_jsonl
 from respo.llm.config import TrainConfig, config_from_dict, config_to_dict
 from respo.llm.data import load_problems_jsonl, shard, step_indices
-from respo.llm.metrics import read_jsonl
-from respo.llm.train import NonFiniteLossError, _collate, _logp, train
+from respo.llm.trainer import NonFiniteLossError, _collate, _logp, train
 from respo.llm.types import TokenState
 from respo.resets import Chain
 from respo.variants import VARIANTS

@@ -18,9 +18,9 @@ from llm_train_fakes import fake_parts
 
 from respo import losses
 from respo.buffer import Buffer
+from respo.jsonl import read_jsonl
 from respo.llm.config import TrainConfig
-from respo.llm.metrics import read_jsonl
-from respo.llm.train import (
+from respo.llm.trainer import (
     _collate,
     localization_metrics,
     rollout_records,

@@ -75,8 +75,8 @@ def tiny_cfg(**kw: Any) -> TrainConfig:
 
 
 def test_math_training_from_a_prepared_file(tmp_path: Path) -> None:
-    from respo.llm.train import train
     from respo.llm.train_parts import build_parts
+    from respo.llm.trainer import train
 
     data = _write_jsonl(tmp_path / "olympiads_train.jsonl", MATH_ROWS)
     cfg = tiny_cfg(task="math", data_file=str(data))
@@ -99,8 +99,8 @@ def test_math_training_from_a_prepared_file(tmp_path: Path) -> None:
 
 
 def test_code_training_from_a_prepared_file(tmp_path: Path) -> None:
-    from respo.llm.train import train
     from respo.llm.train_parts import build_parts
+    from respo.llm.trainer import train
 
     data = _write_jsonl(tmp_path / "lcb_v6_medium.jsonl", CODE_ROWS)
     cfg = tiny_cfg(task="code", data_file=str(data), steps=1)
@@ -202,8 +202,8 @@ def test_vllm_backend_rewards_from_the_verifier_and_weights_synced_each_step(
     from safetensors.torch import load_file
 
     from respo.llm.models import char_tokenizer
-    from respo.llm.train import train
     from respo.llm.train_parts import build_model, build_parts
+    from respo.llm.trainer import train
     from respo.llm.vllm_backend import VLLMBackend
 
     engine = scripted_engine(char_tokenizer(), "\\boxed{7}\n")
@@ -253,8 +253,8 @@ def test_vllm_backend_rewards_from_the_verifier_and_weights_synced_each_step(
 def test_resume_pushes_the_checkpoint_weights_before_the_first_rollout(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from respo.llm.models import char_tokenizer
-    from respo.llm.train import train
     from respo.llm.train_parts import build_parts
+    from respo.llm.trainer import train
 
     data = _write_jsonl(tmp_path / "olympiads_train.jsonl", MATH_ROWS)
     cfg = tiny_cfg(task="math", data_file=str(data), variant="grpo", steps=1,
@@ -322,8 +322,8 @@ def test_each_process_syncs_adapters_into_its_own_folder(monkeypatch: pytest.Mon
 def test_code_rewards_come_from_the_sandboxed_tests(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An engine that always writes an echo program: full reward on the echo problem, none on 'double'."""
     from respo.llm.models import char_tokenizer
-    from respo.llm.train import train
     from respo.llm.train_parts import build_parts
+    from respo.llm.trainer import train
 
     _use_fake_vllm(monkeypatch, scripted_engine(char_tokenizer(), "```python\nprint(input())\n```\n"), [])
     data = _write_jsonl(tmp_path / "lcb_v6_medium.jsonl", CODE_ROWS)
@@ -382,8 +382,8 @@ class _StopAtOptimizer(Exception):
 def test_optimizer_is_created_after_fsdp_wraps_the_model(monkeypatch: pytest.MonkeyPatch, dist_type: str) -> None:
     from types import SimpleNamespace
 
-    from respo.llm.train import train
     from respo.llm.train_parts import build_parts
+    from respo.llm.trainer import train
 
     cfg = tiny_cfg(minibatch_prompts=2, variant="grpo")
     parts = build_parts(cfg)

@@ -12,6 +12,7 @@ import torch
 from llm_fixtures import tiny_lm
 from llm_train_fakes import fake_parts
 
+from respo.jsonl import read_jsonl, truncate_after_step
 from respo.llm.checkpoint import (
     CheckpointError,
     RunLockedError,
@@ -20,8 +21,7 @@ from respo.llm.checkpoint import (
     load_checkpoint,
 )
 from respo.llm.config import TrainConfig
-from respo.llm.metrics import read_jsonl, truncate_after_step
-from respo.llm.train import train
+from respo.llm.trainer import train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

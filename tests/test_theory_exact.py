@@ -255,7 +255,7 @@ def test_mdp_arrays_are_frozen() -> None:
 def test_import_theory_pulls_in_no_torch() -> None:
     code = (
         "import sys, respo.theory, respo.theory.mdp, respo.theory.exact, respo.theory.cpi, "
-        "respo.theory.bounds, respo.theory.sampler, respo.theory.softmax, respo.theory.experiments\n"
+        "respo.theory.bounds, respo.theory.sampler, respo.theory.softmax, respo.theory.studies\n"
         "bad = [m for m in ('torch', 'transformers', 'respo.llm') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )

@@ -1,7 +1,7 @@
 """Benchmark: where a CPU-track RL step spends its time, and the speed-up of the coverage setup.
 
 Runs the same warm-up model, task and variant under several trainer settings *interleaved* (each
-setting is a live ``respo.llm.train.train`` generator; one step of each in turn, so all of them
+setting is a live ``respo.llm.trainer.train`` generator; one step of each in turn, so all of them
 see the same machine load) and prints the median seconds per step, split into rollout
 (generation + localization), prep (the extra no-grad forwards for old log-probs), diagnostics
 (per-token gradient magnitudes) and update (forward + backward + AdamW), then the ratios against
@@ -43,8 +43,8 @@ from pathlib import Path
 import torch
 
 from respo.llm.config import EvalConfig  # noqa: E402
-from respo.llm.train import train  # noqa: E402
 from respo.llm.train_parts import build_parts  # noqa: E402
+from respo.llm.trainer import train  # noqa: E402
 from respo.presets import get_preset  # noqa: E402
 
 PARTS = ("time/rollout", "time/prep", "time/diagnostics", "time/update")

@@ -9,7 +9,7 @@ runs ``--repeats`` timed steps after one warm-up step; medians are printed.
     .venv/bin/python experiments/bench/bench_vs_trl.py --no-trl --variants grpo srpo:confidence srpo:prompted
     .venv/bin/python experiments/bench/bench_vs_trl.py --serial ...     # also time the per-request path
 
-respo runs through the trainer (``respo.llm.train.train``), whose rollout is ``build_buffers``: all
+respo runs through the trainer (``respo.llm.trainer.train``), whose rollout is ``build_buffers``: all
 prompts of a step in lock-step, each round served by ONE ``LMSampler.extend_many`` (one
 ``HFBackend.generate_groups``) and ONE ``locate_many``. ``--serial`` also times each variant with
 the batching hidden (the sampler and localizer answer one request per backend call, as before
@@ -38,8 +38,8 @@ REPO = Path(__file__).resolve().parents[2]
 import torch  # noqa: E402
 
 from respo.llm.config import TrainConfig  # noqa: E402
-from respo.llm.train import train  # noqa: E402
 from respo.llm.train_parts import build_parts, build_task  # noqa: E402
+from respo.llm.trainer import train  # noqa: E402
 from respo.presets import get_preset  # noqa: E402
 
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

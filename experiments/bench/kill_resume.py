@@ -22,8 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from respo.jsonl import read_jsonl, without_wall_clock
 from respo.llm.checkpoint import latest_checkpoint
-from respo.llm.metrics import read_jsonl, without_wall_clock
 
 
 def command(runs: Path, steps: int, *extra: str) -> list[str]:

@@ -73,9 +73,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from respo.jsonl import write_json_atomic
 from respo.llm.generation import HFBackend
 from respo.llm.localize import ConfidenceLocalizer, PromptedSelfLocalizer
-from respo.llm.metrics import write_json_atomic
 from respo.llm.sampler import LMSampler, SampleConfig
 from respo.llm.sft import (
     WARMUP_EVAL,

@@ -45,7 +45,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from respo.llm.metrics import read_jsonl  # noqa: E402
+from respo.jsonl import read_jsonl  # noqa: E402
 from respo.presets.paper import (  # noqa: E402
     MAIN_VARIANTS,
     MODELS,

@@ -1,4 +1,4 @@
-"""Read the run and suite folders that ``respo.llm.train`` writes.
+"""Read the run and suite folders that ``respo.llm.trainer`` writes.
 
 The format is described in ``experiments/notes/run-format.md``. This module only reads: it parses
 ``config.json``, ``metrics.jsonl``, ``rollouts.jsonl``, ``grads/step_*.json`` and ``suite.json``,
@@ -76,31 +76,17 @@ def read_json(path: Path) -> Any:
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Parse a JSONL file into a list of objects.
+    """Parse a JSONL file into a list of objects with the trainer's own reader
+    (``respo.jsonl.read_jsonl``: blank lines ignored, a torn last line dropped), raising
+    ``RunFormatError`` with the file and line for anything else, and for a missing file."""
+    from respo.jsonl import read_jsonl as read_lines
 
-    Blank lines are ignored. A last line without its terminating newline that does not parse is
-    an interrupted write and is dropped (the trainer's own reader does the same). Any other line
-    that does not parse, or that is not a JSON object, raises ``RunFormatError`` with the file
-    and line number.
-    """
     if not path.is_file():
         raise RunFormatError(f"{path}: file not found")
-    text = path.read_text()
-    lines = text.split("\n")
-    rows: list[dict[str, Any]] = []
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            if i == len(lines) and not text.endswith("\n"):
-                break  # interrupted last write
-            raise RunFormatError(f"{path}:{i}: not valid JSON ({exc})") from None
-        if not isinstance(obj, dict):
-            raise RunFormatError(f"{path}:{i}: expected a JSON object, got {type(obj).__name__}")
-        rows.append(obj)
-    return rows
+    try:
+        return read_lines(path)
+    except ValueError as e:
+        raise RunFormatError(str(e)) from None
 
 
 def to_float(v: Any) -> float:

@@ -29,7 +29,7 @@ from typing import Annotated, Any
 
 import tyro
 
-from respo.llm.metrics import write_json_atomic
+from respo.jsonl import write_json_atomic
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,8 +63,8 @@ class Args:
 
 def run_finished(run_dir: Path, steps: int) -> bool:
     """Whether ``run_dir`` holds a run that completed ``steps`` steps (metrics and checkpoint)."""
+    from respo.jsonl import read_jsonl
     from respo.llm.checkpoint import CheckpointError, latest_checkpoint
-    from respo.llm.metrics import read_jsonl
 
     rows = read_jsonl(run_dir / "metrics.jsonl")
     if not rows or int(rows[-1].get("step", -1)) != steps - 1:
@@ -94,9 +94,9 @@ def merge_listed(path: Path, listed: list[dict[str, Any]]) -> list[dict[str, Any
 
 def run_one(cfg: Any, run_dir: Path, *, progress: bool, position: str) -> dict[str, Any]:
     """Train (or finish, or skip) one run; returns its last metrics line."""
-    from respo.llm.metrics import read_jsonl
-    from respo.llm.train import train
+    from respo.jsonl import read_jsonl
     from respo.llm.train_parts import build_parts
+    from respo.llm.trainer import train
 
     if run_finished(run_dir, cfg.steps):
         print(f"{position} {cfg.name}: finished earlier, skipped", flush=True)

@@ -1,6 +1,6 @@
 """``respo theory``: the Theorem 1 rates as fitted slopes, printed (no figures, no notebook).
 
-Runs ``respo.theory.experiments.improvement_vs_p`` (exact CPI steps with the conservative step
+Runs ``respo.theory.studies.improvement_vs_p`` (exact CPI steps with the conservative step
 rule) and ``samples_vs_p`` (Q-rollouts needed for a fixed accuracy) on the coverage chain and
 prints the log-log slopes vs p_pi with 95% intervals, beside the theorem's predictions
 (improvement: RR 2, CARO 1; samples: RR -2, CARO 0). ``respo figures`` draws the same sweeps.
@@ -28,7 +28,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--json", action="store_true", help="print the slopes as one JSON object")
     args = parser.parse_args(argv)
 
-    from respo.theory.experiments import improvement_vs_p, samples_vs_p
+    from respo.theory.studies import improvement_vs_p, samples_vs_p
 
     t0 = time.perf_counter()
     size = SIZES[args.size]

@@ -7,7 +7,7 @@
 
 Writes ``<runs-dir>/<name>/``: ``config.json``, ``metrics.jsonl`` (one line per step), and
 ``checkpoints/``. This module is the only place that parses argv, shows a progress bar and
-talks to TensorBoard / wandb; the loop itself is ``respo.llm.train.train``.
+talks to TensorBoard / wandb; the loop itself is ``respo.llm.trainer.train``.
 """
 
 from __future__ import annotations
@@ -92,8 +92,8 @@ def main(argv: list[str]) -> int:
         return 2
     from transformers.utils import logging as hf_logging
 
-    from respo.llm.train import NonFiniteLossError, make_accelerator, train
     from respo.llm.train_parts import build_parts
+    from respo.llm.trainer import NonFiniteLossError, make_accelerator, train
 
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # "Writing model shards" bars
     if args.threads > 0:
@@ -106,7 +106,7 @@ def main(argv: list[str]) -> int:
     parts = build_parts(cfg, device=acc.device)
     sinks: list[Any] = []
     if acc.is_main_process and args.tensorboard:
-        from respo.llm.metrics import TensorBoardSink
+        from respo.llm.tensorboard import TensorBoardSink
 
         sinks.append(TensorBoardSink(run_dir / "tensorboard"))
     wandb_run = None

@@ -318,7 +318,7 @@ def load_checkpoint(
 # optimizer state keyed by parameter index. ``torch.distributed.checkpoint.state_dict`` keys the
 # gathered optimizer state by parameter name instead; the names are numbered in the model's own
 # parameter order (the order of its state dict), which is the order ``torch.optim`` numbers them
-# in for an optimizer built over ``model.parameters()`` (as ``respo.llm.train`` builds it). So a
+# in for an optimizer built over ``model.parameters()`` (as ``respo.llm.trainer`` builds it). So a
 # checkpoint written under FSDP loads with ``load_checkpoint`` in one process, and one written by
 # ``save_checkpoint`` loads with ``load_checkpoint_distributed`` under FSDP.
 

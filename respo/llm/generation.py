@@ -295,7 +295,7 @@ def eos_ids_of(generation_config: Any, tokenizer: Any) -> list[int]:
     return sorted(found)
 
 
-class GroupsFront:
+class GroupsBackendBase:
     """``continue_group`` and ``generate`` in terms of the subclass's ``generate_groups`` (shared
     by ``HFBackend`` and ``VLLMBackend``, so the three calls agree by construction)."""
 
@@ -452,7 +452,7 @@ def _plain_cache(config: Any) -> Any:
     return DynamicCache(config=config)
 
 
-class HFBackend(GroupsFront):
+class HFBackend(GroupsBackendBase):
     """Batched KV-cache sampling with a transformers causal LM (see the module docstring).
 
     ``share_prefix=False`` prefills every row separately (n copies of each prompt): the

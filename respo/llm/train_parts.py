@@ -1,4 +1,4 @@
-"""Build what ``respo.llm.train.train`` needs (``Parts``) from a ``TrainConfig``.
+"""Build what ``respo.llm.trainer.train`` needs (``Parts``) from a ``TrainConfig``.
 
 Model and tokenizer (``respo.llm.models``: the tiny random Llama, SmolLM2 from its GGUF file, or
 any local / hub checkpoint through transformers), optional LoRA adapters (peft), the task and its
@@ -20,7 +20,7 @@ from respo.llm.config import TrainConfig
 from respo.llm.evaluator import EVAL_CHUNK as EVAL_CHUNK  # re-exported (tests, callers)
 from respo.llm.evaluator import Evaluator
 from respo.llm.evaluator import gold_step_probs as gold_step_probs
-from respo.llm.train import Parts
+from respo.llm.trainer import Parts
 from respo.resets import Chain, OracleLocalizer, UniformLocalizer
 from respo.seeding import int_seed_for
 from respo.tasks.base import Problem, guarded

@@ -108,7 +108,7 @@ from numpy.typing import NDArray
 
 from respo.llm.generation import (
     Generation,
-    GroupsFront,
+    GroupsBackendBase,
     RowState,
     StopRule,
     advance_row,
@@ -343,7 +343,7 @@ def _token_logprobs(comp: Any, toks: list[int]) -> list[float]:
 # -- the backend ----------------------------------------------------------------------------------
 
 
-class VLLMBackend(GroupsFront):
+class VLLMBackend(GroupsBackendBase):
     """``GroupBackend`` over a vLLM engine (see the module docstring for rules and deviations).
 
     ``engine``: a vLLM ``LLM`` (or ``ServerEngine``, or a test fake); None builds one with

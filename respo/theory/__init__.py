@@ -4,5 +4,5 @@ Modules: ``mdp`` (layered MDPs and toy families), ``exact`` (V, Q, A, d^pi, G_ta
 ``cpi`` (CPI-RR / CPI-CARO / approximate / no-reset steps, exact and sample-based),
 ``bounds`` (the bound expressions), ``sampler`` (``TabularSampler``, the seam's Sampler over
 integer states), ``softmax`` (the softmax-policy bridge through the shared buffer/advantages),
-``experiments`` (the functions behind the theory figures).
+``studies`` (the functions behind the theory figures).
 """

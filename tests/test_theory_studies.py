@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from respo.resets import Chain
-from respo.theory import experiments as ex
+from respo.theory import studies as ex
 from respo.theory.exact import evaluate
 from respo.theory.mdp import coverage_chain, coverage_chain_policy
 from respo.theory.softmax import reinforce_gradient, softmax_policy

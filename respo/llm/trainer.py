@@ -57,6 +57,7 @@ import torch
 
 from respo.advantages import TOKEN_ADVANTAGES, Segments, get_advantage
 from respo.buffer import Buffer, Rngs, buffer_metrics, build_buffers
+from respo.jsonl import append_jsonl, truncate_after_step, write_json_atomic
 from respo.llm.checkpoint import (
     hold_run_lock,
     latest_checkpoint,
@@ -67,7 +68,6 @@ from respo.llm.checkpoint import (
 )
 from respo.llm.config import TrainConfig, config_to_dict, upgrade_config_dict
 from respo.llm.data import shard, step_indices
-from respo.llm.metrics import append_jsonl, truncate_after_step, write_json_atomic
 from respo.losses import agg_loss, get_loss, kl_k3, masked_mean, suffix_mask, token_logprobs
 from respo.resets import Chain, Localizer, Sampler, localizer_quality
 from respo.tasks.base import Problem, check_reward

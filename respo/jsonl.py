@@ -1,5 +1,7 @@
-"""Metric sinks of a run: the always-on JSONL file, optional TensorBoard (imported only if asked).
+"""JSON and JSONL files of runs: atomic writes, appends that leave whole lines, torn-line-tolerant reads.
 
+Torch-free, shared by the trainer (``metrics.jsonl``, ``rollouts.jsonl``, checkpoints' JSON), the
+suite runner and the analysis (``respo.analysis.runs`` reads runs through ``read_jsonl``).
 ``metrics.jsonl`` holds one JSON object per training step, each line written with a single
 ``write`` on a file opened in append mode and flushed (and fsynced) at once, so a killed run
 leaves whole lines only. Keys under ``time/`` are wall-clock measurements; everything else is a
@@ -95,25 +97,3 @@ def truncate_after_step(path: str | Path, step: int) -> None:
 def without_wall_clock(row: dict[str, Any]) -> dict[str, Any]:
     """The row without wall-clock keys (for comparing runs)."""
     return {k: v for k, v in row.items() if not k.startswith(WALL_CLOCK_PREFIXES)}
-
-
-class TensorBoardSink:
-    """Scalars to TensorBoard; needs the ``tensorboard`` package (an optional dependency)."""
-
-    def __init__(self, log_dir: str | Path) -> None:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError as e:  # only when asked for: say how to get it
-            raise ImportError(
-                "TensorBoard logging needs the tensorboard package: pip install tensorboard"
-            ) from e
-        self.writer = SummaryWriter(str(log_dir))
-
-    def log(self, row: dict[str, Any], step: int) -> None:
-        for k, v in row.items():
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
-                self.writer.add_scalar(k, v, step)
-        self.writer.flush()
-
-    def close(self) -> None:
-        self.writer.close()

@@ -1,7 +1,7 @@
 """Train one variant top to bottom: config -> build -> loop -> save (the script form of `respo train`).
 
-    .venv/bin/python experiments/train.py --smoke                    # tiny-smoke preset, 2 steps
-    .venv/bin/python experiments/train.py --preset cpu-synthetic --variant grpo --seed 0
+    .venv/bin/python experiments/train_one.py --smoke                    # tiny-smoke preset, 2 steps
+    .venv/bin/python experiments/train_one.py --preset cpu-synthetic --variant grpo --seed 0
 
 Everything here is also reachable as `respo train --preset NAME [overrides]`; this file shows the
 whole path in one screen. Outputs: runs/<name>/{config.json, metrics.jsonl, checkpoints/}.
@@ -42,8 +42,8 @@ print(f"run {cfg.name}: variant {cfg.variant}, objective {cfg.objective}, -> {ru
 # -- build --------------------------------------------------------------------------------------
 from transformers.utils import logging as hf_logging  # noqa: E402
 
-from respo.llm.train import make_accelerator, train  # noqa: E402
 from respo.llm.train_parts import build_parts  # noqa: E402
+from respo.llm.trainer import make_accelerator, train  # noqa: E402
 
 hf_logging.disable_progress_bar()
 acc = make_accelerator()
