@@ -1,5 +1,6 @@
 """The trainer with the coverage testbed's settings: the arithmetic-hard task, the coverage
-measurement in the evaluator, the bf16 update, one optimizer step per RL step; exact resume."""
+measurement in the evaluator, the bf16 update with eager attention, one optimizer step per RL
+step; exact resume."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ def _cfg(variant: str = "srpo", **kw):
     return dataclasses.replace(
         base, variant=variant, task="arithmetic-hard:0.3", steps=3, prompts_per_step=2,
         minibatch_prompts=2, sampling=sampling,
-        model=dataclasses.replace(base.model, update_dtype="bfloat16"),
+        model=dataclasses.replace(base.model, update_dtype="bfloat16", update_attention="eager"),
         eval=EvalConfig(every=1, problems=6, seed=1000, at_start=True, greedy=False), **kw)
 
 
