@@ -15,8 +15,8 @@ generation across a step's prompts"). A backend without it still works: the samp
 ``continue_group`` once per request.
 
 ``HFBackend`` implements them with a hand-written batched sampling loop over a transformers
-``DynamicCache`` whose layers grow in blocks of positions (``block_cache``): left padding + attention mask + explicit position ids for ragged prompts, one
-prefill per distinct prompt (expanded n times with ``batch_repeat_interleave``), temperature and
+``DynamicCache`` whose layers grow in blocks of positions (``block_cache``): left padding +
+attention mask + explicit position ids for ragged prompts, one prefill per distinct prompt (expanded n times with ``batch_repeat_interleave``), temperature and
 top-p sampling by inverse CDF from per-row uniforms (no global RNG: design rule P7,
 docs/design.md), finished rows pruned from the batch (``batch_select_indices``).
 
@@ -353,11 +353,13 @@ def block_cache(config: Any, block: int = KV_BLOCK) -> Any:
     positions) those copies were 58% of a step. Here each layer writes into a buffer with room to
     spare and hands attention views of the filled part; it copies only when the buffer is full
     (about once per ``block`` steps). The attention kernels see the same numbers, so outputs are
-    unchanged. Falls back to the plain cache on a transformers without per-layer caches or with
-    other layer kinds (sliding windows)."""
+    unchanged. ``block=0``, a transformers without per-layer caches, or other layer kinds
+    (sliding windows): the plain cache."""
     from transformers import DynamicCache
 
     cache = DynamicCache(config=config)
+    if block == 0:
+        return cache
     try:
         from transformers.cache_utils import DynamicLayer
     except ImportError:  # transformers < 4.56: no per-layer cache objects
@@ -402,17 +404,17 @@ def _block_layer_class() -> Any:  # made on first use: transformers is imported 
                 self.lazy_initialization(key_states, value_states)
             assert self._k is not None and self._v is not None
             n = key_states.shape[2]
-            if self.length + n > self._k.shape[2]:  # full: a larger buffer, the filled part copied
-                cap = self.length + n + self.block
-                k = self._k.new_empty((*self._k.shape[:2], cap, self._k.shape[3]))
-                v = self._v.new_empty((*self._v.shape[:2], cap, self._v.shape[3]))
-                k[:, :, : self.length] = self._k[:, :, : self.length]
-                v[:, :, : self.length] = self._v[:, :, : self.length]
-                self._k, self._v = k, v
+            if self.length + n > self._k.shape[2]:  # full: larger buffers, the filled part copied
+                self._k, self._v = self._grown(self._k, n), self._grown(self._v, n)
             self._k[:, :, self.length:self.length + n] = key_states
             self._v[:, :, self.length:self.length + n] = value_states
             self.length += n
             return self._views()
+
+        def _grown(self, buf: torch.Tensor, n: int) -> torch.Tensor:
+            out = buf.new_empty((*buf.shape[:2], self.length + n + self.block, buf.shape[3]))
+            out[:, :, : self.length] = buf[:, :, : self.length]
+            return out
 
         def get_seq_length(self) -> int:
             return self.length if self.is_initialized else 0
@@ -444,12 +446,6 @@ def _block_layer_class() -> Any:  # made on first use: transformers is imported 
             self.batch_select_indices(beam_idx.to(self.device))
 
     return BlockLayer
-
-
-def _plain_cache(config: Any) -> Any:
-    from transformers import DynamicCache
-
-    return DynamicCache(config=config)
 
 
 class HFBackend(GroupsBackendBase):
@@ -554,7 +550,7 @@ class HFBackend(GroupsBackendBase):
         inp, mask = inp.to(self.device), mask.to(self.device)
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
 
-        cache = block_cache(self.model.config, self.kv_block) if self.kv_block else _plain_cache(self.model.config)
+        cache = block_cache(self.model.config, self.kv_block)
         logits, cache = self._forward(cache, input_ids=inp, attention_mask=mask,
                                       position_ids=pos, logits_to_keep=1)
         if self.share_prefix and len(owner) > len(prompts):  # one prefill per prompt, KV expanded
