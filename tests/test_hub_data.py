@@ -8,6 +8,7 @@ folder, so a repository holding a loading script fails the way it does on the hu
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -137,10 +138,32 @@ def test_every_entry_pinned_or_marked_and_sourced():
         else:
             assert re.fullmatch(r"[0-9a-f]{40}", src.revision), src.name
     assert SOURCES["sciknoweval_physics"].config == "v2"
-    assert [s.name for s in SOURCES.values() if s.revision is None] == ["acereason_math"]
+    assert [s.name for s in SOURCES.values() if s.revision is None] == []
 
 
-def test_manifest_records_revisions(fake_hub, tmp_path):
+@pytest.fixture
+def unpinned_ace(monkeypatch):
+    """AceReason-Math as an entry without a pin (how a newly added source starts out)."""
+    src = dataclasses.replace(SOURCES["acereason_math"], revision=None, evidence="unpinned: for the test")
+    monkeypatch.setitem(SOURCES, "acereason_math", src)
+    return src
+
+
+def _serve(tmp_path, repo, flat):
+    (tmp_path / "extra" / repo).mkdir(parents=True)
+    shutil.copy(HUB / f"{flat}.jsonl", tmp_path / "extra" / repo / "train.jsonl")
+
+
+def test_acereason_is_read_at_its_pin(fake_hub, tmp_path):
+    _serve(tmp_path, "nvidia/AceReason-Math", "acereason_math")
+    m = run(PrepareConfig(out=tmp_path / "hub", only=("acereason_math",), check_answers=False))
+    ace = m["sources"]["acereason_math"]
+    assert (ace["revision"], ace["pinned"]) == ("a5cc41c5ecfc1d4a6571f98ade92d7fec100b2a8", True)
+    assert fake_hub.infos == [] and m["unpinned_sources"] == []
+    assert [(path, rev) for path, _, _, rev in fake_hub.loads] == [("nvidia/AceReason-Math", ace["revision"])]
+
+
+def test_manifest_records_revisions(fake_hub, tmp_path, unpinned_ace):
     m = run(PrepareConfig(out=tmp_path / "local", local=HUB, only=("sciknoweval_biology", "strategyqa"),
                           check_answers=False))
     for name in ("sciknoweval_biology", "strategyqa"):
@@ -148,9 +171,7 @@ def test_manifest_records_revisions(fake_hub, tmp_path):
         assert (s["hub_id"], s["revision"]) == (SOURCES[name].hub_id, SOURCES[name].revision)
         assert s["origin"] == str(HUB)
     # from the hub: pinned entries at their pin, the unpinned one at the commit main resolved to
-    extra = tmp_path / "extra" / "nvidia" / "AceReason-Math"
-    extra.mkdir(parents=True)
-    shutil.copy(HUB / "acereason_math.jsonl", extra / "train.jsonl")
+    _serve(tmp_path, "nvidia/AceReason-Math", "acereason_math")
     m = run(PrepareConfig(out=tmp_path / "hub", only=("sciknoweval_biology", "acereason_math"), check_answers=False))
     bio, ace = m["sources"]["sciknoweval_biology"], m["sources"]["acereason_math"]
     assert (bio["revision"], bio["origin"]) == (SOURCES["sciknoweval_biology"].revision, "hub")
@@ -160,10 +181,9 @@ def test_manifest_records_revisions(fake_hub, tmp_path):
     assert json.loads((tmp_path / "hub" / "manifest.json").read_text())["sources"]["acereason_math"] == ace
 
 
-def test_unpinned_source_is_flagged_in_manifest_and_warned(fake_hub, tmp_path, capsys):
+def test_unpinned_source_is_flagged_in_manifest_and_warned(fake_hub, tmp_path, capsys, unpinned_ace):
     for repo, flat in (("nvidia/AceReason-Math", "acereason_math"), ("MathArena/hmmt_nov_2025", "hmmt_nov_2025")):
-        (tmp_path / "extra" / repo).mkdir(parents=True)
-        shutil.copy(HUB / f"{flat}.jsonl", tmp_path / "extra" / repo / "train.jsonl")
+        _serve(tmp_path, repo, flat)
     m = run(PrepareConfig(out=tmp_path / "hub", only=("acereason_math", "hmmt_nov_2025"), check_answers=False))
     ace, hmmt = m["sources"]["acereason_math"], m["sources"]["hmmt_nov_2025"]
     # the commit main resolved to is recorded, but never passed off as a checked pin

@@ -394,12 +394,12 @@ SOURCES: dict[str, Source] = {s.name: s for s in [
     Source("lcb_v6_only", "livecodebench/code_generation_lite", "test", "code", convert_lcb,
            "0fe84c3912ea0c4d4a78037083943e8f0c4dd505", data_files=LCB_RELEASE_V6[-1:], evidence=_LCB_EVIDENCE,
            description="LiveCodeBench, only the problems release_v6 added (test6.jsonl), medium"),
-    Source("acereason_math", "nvidia/AceReason-Math", "train", "math", convert_acereason, None,
-           evidence="unpinned: no public record of a full commit found offline (a mirror page shows the "
-                    "card's last commit as 87d58d8, abbreviated); to fill on a connected machine with "
-                    "huggingface_hub.HfApi().dataset_info('nvidia/AceReason-Math').sha (until then the "
-                    "manifest marks it pinned=false); fields problem/answer, split train as on the dataset "
-                    "card and in public loaders"),
+    Source("acereason_math", "nvidia/AceReason-Math", "train", "math", convert_acereason,
+           "a5cc41c5ecfc1d4a6571f98ade92d7fec100b2a8",
+           evidence="revision pinned by the mAceReason-Math release (apple/ml-macereason-math README and "
+                    "public loaders built on it), which loads split train at this commit and patches rows by "
+                    "their index, so its English data exists only for the rows of this commit; fields "
+                    "problem/answer, split train as on the dataset card and in public loaders"),
     Source("commonsenseqa", "tau/commonsense_qa", "validation", "choice", convert_csqa,
            "94630fe30dad47192a8546eb75f094926d47e155",
            evidence="revision pinned by several public projects; validation split (test has no labels), "
