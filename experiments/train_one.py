@@ -14,7 +14,7 @@ import dataclasses
 import time
 from pathlib import Path
 
-from respo.presets import PRESETS, get_preset  # noqa: E402
+from respo.presets import PRESETS, get_preset
 
 # -- config -------------------------------------------------------------------------------------
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

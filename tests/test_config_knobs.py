@@ -46,9 +46,9 @@ def test_branch_measure_reaches_treerls_cutter():
     from respo.llm.train_parts import build_parts
 
     base = load_presets().get_preset("tiny-smoke")
+    assert VARIANTS["treerl"].localizer != "none"
     for measure in ("nll", "entropy"):
         cfg = dataclasses.replace(base, variant="treerl", baseline=BaselineConfig(branch_measure=measure))
-        assert VARIANTS["treerl"].localizer != "none"
         assert build_parts(cfg).localizer.measure == measure
 
 

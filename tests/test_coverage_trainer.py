@@ -70,8 +70,8 @@ def _one_step_spied(probe, **model_kw):
     forward of the model. Returns (metrics row, records, parts)."""
     from respo.llm.train_parts import build_parts
 
-    cfg = dataclasses.replace(_cfg("grpo", seed=3), steps=1, eval=EvalConfig(),
-                              model=dataclasses.replace(_cfg().model, **model_kw))
+    base = _cfg("grpo", seed=3)
+    cfg = dataclasses.replace(base, steps=1, eval=EvalConfig(), model=dataclasses.replace(base.model, **model_kw))
     parts = build_parts(cfg)
     seen = []
     orig = parts.model.forward

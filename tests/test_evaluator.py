@@ -11,7 +11,6 @@ import warnings
 from pathlib import Path
 
 import pytest
-from llm_fixtures import torch_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 WARMUP = ROOT / "experiments" / "results" / "cpu_track" / "warmup" / "sft-725a97604225e143"
@@ -21,10 +20,7 @@ RECORDED_RUN = ROOT / "experiments" / "results" / "cpu_track" / "full" / "grpo-s
 evaluation of the warm-up before any update (256 held-out problems, seed 1000)."""
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with torch_threads(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _trainer_cfg():

@@ -42,10 +42,10 @@ from pathlib import Path
 
 import torch
 
-from respo.llm.config import EvalConfig  # noqa: E402
-from respo.llm.train_parts import build_parts  # noqa: E402
-from respo.llm.trainer import train  # noqa: E402
-from respo.presets import get_preset  # noqa: E402
+from respo.llm.config import EvalConfig
+from respo.llm.train_parts import build_parts
+from respo.llm.trainer import train
+from respo.presets import get_preset
 
 PARTS = ("time/rollout", "time/prep", "time/diagnostics", "time/update")
 
@@ -113,12 +113,11 @@ def main() -> int:
         print(f"generated tokens per step: {out['rest']['tokens/generated']:.0f} "
               f"({out['rest']['tokens/generated_chains']:.0f} chains), speculative "
               f"{out['rest']['tokens/speculative']:.0f}")
-        r = {k: out[k] for k in out}
-        print(f"bf16 update alone: {r['1-opt']['time/update'] / r['bf16']['time/update']:.2f}x faster update; "
-              f"two-round search alone: {r['bf16']['time/rollout'] / r['rest']['time/rollout']:.2f}x faster "
-              f"rollout; eager attention in the bf16 update: {r['rest']['time/update'] / r['eager']['time/update']:.2f}x "
-              f"faster update; block KV cache: {r['eager']['time/rollout'] / r['block']['time/rollout']:.2f}x faster "
-              f"rollout; bf16 generation: {r['block']['time/rollout'] / r['bf16-gen']['time/rollout']:.2f}x "
+        print(f"bf16 update alone: {out['1-opt']['time/update'] / out['bf16']['time/update']:.2f}x faster update; "
+              f"two-round search alone: {out['bf16']['time/rollout'] / out['rest']['time/rollout']:.2f}x faster "
+              f"rollout; eager attention in the bf16 update: {out['rest']['time/update'] / out['eager']['time/update']:.2f}x "
+              f"faster update; block KV cache: {out['eager']['time/rollout'] / out['block']['time/rollout']:.2f}x faster "
+              f"rollout; bf16 generation: {out['block']['time/rollout'] / out['bf16-gen']['time/rollout']:.2f}x "
               f"faster rollout")
         report["variants"][variant] = out
 

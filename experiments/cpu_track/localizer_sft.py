@@ -276,7 +276,7 @@ def pass_at_1(model: Any, tok: Any, held_out: Sequence[Problem], task: Any, *, s
     """Held-out greedy and sampled (T = 1) pass@1 as ``warmup.py`` measures them."""
     t0 = time.time()
     m = evaluate_policy(model, tok, held_out, task, n_samples=samples, seed=1000,
-                        sampling=dataclasses.replace(WARMUP_EVAL, prompt_variant="bare", delimiter="\n"))
+                        sampling=dataclasses.replace(WARMUP_EVAL, prompt_variant="bare"))
     keep = ("greedy_pass@1", "greedy_chain_acc", "sampled_pass@1", "sampled_chain_acc", "step_error",
             "first_error", "problems", "n_samples")
     return {**{k: m[k] for k in keep}, "wall_s": time.time() - t0}

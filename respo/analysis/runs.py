@@ -18,6 +18,8 @@ from typing import Any, Literal, TypeGuard
 
 import numpy as np
 
+from respo.jsonl import read_jsonl as read_lines
+
 __all__ = [
     "RunFormatError", "Run", "Suite", "SuiteEntry", "load_run", "load_suite", "load_grads",
     "read_json", "read_jsonl", "resolve_dir", "has_suite", "to_float", "pick_grads",
@@ -79,8 +81,6 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """Parse a JSONL file into a list of objects with the trainer's own reader
     (``respo.jsonl.read_jsonl``: blank lines ignored, a torn last line dropped), raising
     ``RunFormatError`` with the file and line for anything else, and for a missing file."""
-    from respo.jsonl import read_jsonl as read_lines
-
     if not path.is_file():
         raise RunFormatError(f"{path}: file not found")
     try:

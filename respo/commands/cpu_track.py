@@ -29,7 +29,7 @@ from typing import Annotated, Any
 
 import tyro
 
-from respo.jsonl import write_json_atomic
+from respo.jsonl import read_jsonl, write_json_atomic
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,7 +63,6 @@ class Args:
 
 def run_finished(run_dir: Path, steps: int) -> bool:
     """Whether ``run_dir`` holds a run that completed ``steps`` steps (metrics and checkpoint)."""
-    from respo.jsonl import read_jsonl
     from respo.llm.checkpoint import CheckpointError, latest_checkpoint
 
     rows = read_jsonl(run_dir / "metrics.jsonl")
@@ -94,7 +93,6 @@ def merge_listed(path: Path, listed: list[dict[str, Any]]) -> list[dict[str, Any
 
 def run_one(cfg: Any, run_dir: Path, *, progress: bool, position: str) -> dict[str, Any]:
     """Train (or finish, or skip) one run; returns its last metrics line."""
-    from respo.jsonl import read_jsonl
     from respo.llm.train_parts import build_parts
     from respo.llm.trainer import train
 
