@@ -102,6 +102,34 @@ def test_resume_reads_a_config_json_of_the_old_layout(tmp_path):
     assert "vllm" in json.loads(path.read_text())["sampling"]  # rewritten in the current layout
 
 
+def test_every_committed_run_config_resumes_and_a_nested_change_is_still_refused(tmp_path):
+    """The committed runs' config.json files predate fields added inside sections (for example
+    ``model.update_attention``): each resumes against the config it loads as, and changing a
+    nested field is still refused by its section's name."""
+    import dataclasses
+    import json
+    import shutil
+    from pathlib import Path
+
+    from respo.llm.config import config_from_dict, config_to_dict
+    from respo.llm.trainer import _write_config
+
+    root = Path(__file__).resolve().parents[1] / "experiments" / "results"
+    paths = sorted(p for p in root.rglob("config.json") if "model" in json.loads(p.read_text()))
+    assert len(paths) > 100
+    for i, p in enumerate(paths):
+        run = tmp_path / str(i)
+        run.mkdir()
+        shutil.copy(p, run / "config.json")
+        _write_config(run, config_to_dict(config_from_dict(json.loads(p.read_text()))), resume=True)
+    old = config_from_dict(json.loads(paths[0].read_text()))
+    changed = dataclasses.replace(old, model=dataclasses.replace(
+        old.model, update_attention="eager" if old.model.update_attention != "eager" else "sdpa"))
+    shutil.copy(paths[0], tmp_path / "config.json")
+    with pytest.raises(ValueError, match=r"config differs from config.json in \['model'\]"):
+        _write_config(tmp_path, config_to_dict(changed), resume=True)
+
+
 def test_checkpoint_is_atomic_and_loads_with_plain_transformers(tmp_path):
     from transformers import AutoModelForCausalLM
 

@@ -593,24 +593,27 @@ RESUME_MAY_CHANGE = ("name", "steps", "eval", "checkpoint_every", "keep_checkpoi
 """Config fields a resumed run may change (everything else must match the saved config.json)."""
 
 
+def _with_defaults(d: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """``d`` with every key it lacks taken from ``defaults``, in nested sections too."""
+    return {**defaults, **{k: _with_defaults(v, defaults[k]) if isinstance(v, dict)
+                           and isinstance(defaults.get(k), dict) else v for k, v in d.items()}}
+
+
 def _write_config(run_path: Path, cfg_dict: dict[str, Any], *, resume: bool) -> None:
     import json
-    import os
 
     run_path.mkdir(parents=True, exist_ok=True)
     path = run_path / "config.json"
     if resume and path.exists():
-        old = upgrade_config_dict(json.loads(path.read_text()))  # an older run: the current layout
+        # An older run: read in the current layout; a field added after it started (absent from
+        # its config.json, at the top or inside a section) counts as its default.
         defaults = json.loads(json.dumps(config_to_dict(TrainConfig())))
-        # A field added after the run started (absent from its config.json) matches its default.
-        diff = sorted(k for k in set(old) | set(cfg_dict)
-                      if k not in RESUME_MAY_CHANGE
-                      and old.get(k, defaults.get(k)) != json.loads(json.dumps(cfg_dict.get(k))))
+        old = _with_defaults(upgrade_config_dict(json.loads(path.read_text())), defaults)
+        new = json.loads(json.dumps(cfg_dict))
+        diff = sorted(k for k in set(old) | set(new) if k not in RESUME_MAY_CHANGE and old.get(k) != new.get(k))
         if diff:
             raise ValueError(f"cannot resume {run_path}: config differs from config.json in {diff}")
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(cfg_dict, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_json_atomic(path, cfg_dict, indent=2)
 
 
 # -- the trained model and its optimizer ---------------------------------------------------------
