@@ -185,6 +185,14 @@ def test_decode_escapes():
     assert decode_escapes("\\x") == "\\x"
 
 
+def test_train_decodes_its_delimiter_flag_as_eval_run_does():
+    from respo.commands.train import parse
+    from respo.presets import get_preset
+
+    assert parse(["--preset", "tiny-smoke", "--sampling.delimiter", "\\n\\n"]).config.sampling.delimiter == "\n\n"
+    assert parse(["--preset", "tiny-smoke"]).config.sampling.delimiter == get_preset("tiny-smoke").sampling.delimiter
+
+
 def test_eval_run_accepts_every_trainer_prompt_variant():
     import typing
 

@@ -32,7 +32,7 @@ from typing import Annotated, Any, Literal
 
 import tyro
 
-from respo.llm.config import SampleConfig, VLLMConfig
+from respo.llm.config import SampleConfig, VLLMConfig, decode_escapes
 from respo.llm.prompts import PromptVariant
 from respo.tasks.base import Problem, Task
 
@@ -192,23 +192,6 @@ SAMPLE_FIELDS = tuple(f.name for f in dataclasses.fields(SampleConfig))
 
 class SettingMismatchWarning(UserWarning):
     """A ``respo eval run`` flag contradicts the setting the model folder records."""
-
-
-_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
-
-
-def decode_escapes(text: str) -> str:
-    """``text`` with the backslash escapes ``\\n``, ``\\t``, ``\\r`` and ``\\\\`` decoded (a shell
-    passes ``--delimiter '\\n'`` as a backslash and an ``n``); other characters are kept."""
-    out, i = [], 0
-    while i < len(text):
-        if text[i] == "\\" and i + 1 < len(text) and text[i + 1] in _ESCAPES:
-            out.append(_ESCAPES[text[i + 1]])
-            i += 2
-        else:
-            out.append(text[i])
-            i += 1
-    return "".join(out)
 
 
 def resolve_settings(cfg: RunConfig) -> tuple[RunConfig, str, str]:

@@ -20,7 +20,7 @@ from typing import Annotated, Any
 
 import tyro
 
-from respo.llm.config import TrainConfig
+from respo.llm.config import TrainConfig, decode_escapes
 
 
 def load_presets() -> ModuleType:
@@ -79,8 +79,11 @@ def parse(argv: list[str]) -> TrainArgs:
     desc = (f"{TrainArgs.__doc__}\n\nPresets (--preset NAME):\n{listing}\n\n"
             f"Showing defaults of preset {preset!r}." if preset else
             f"{TrainArgs.__doc__}\n\nPresets (--preset NAME):\n{listing}")
-    return tyro.cli(TrainArgs, default=TrainArgs(config=base), args=rest, prog="respo train",
+    args = tyro.cli(TrainArgs, default=TrainArgs(config=base), args=rest, prog="respo train",
                     description=desc)
+    s = args.config.sampling  # a shell passes --sampling.delimiter '\n' as a backslash and an n
+    sampling = dataclasses.replace(s, delimiter=decode_escapes(s.delimiter))
+    return dataclasses.replace(args, config=dataclasses.replace(args.config, sampling=sampling))
 
 
 def main(argv: list[str]) -> int:

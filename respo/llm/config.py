@@ -45,6 +45,24 @@ def check_run_name(name: Any) -> None:
         raise ValueError(f"name must be a plain folder name (no '/', not '.' or '..'), got {name!r}")
 
 
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
+
+
+def decode_escapes(text: str) -> str:
+    """``text`` with the backslash escapes ``\\n``, ``\\t``, ``\\r`` and ``\\\\`` decoded (a shell
+    passes ``--delimiter '\\n'`` as a backslash and an ``n``; ``respo train`` and ``respo eval
+    run`` decode their delimiter flag with it); other characters are kept."""
+    out, i = [], 0
+    while i < len(text):
+        if text[i] == "\\" and i + 1 < len(text) and text[i + 1] in _ESCAPES:
+            out.append(_ESCAPES[text[i + 1]])
+            i += 2
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Which policy model to train and how its weights are adapted."""
