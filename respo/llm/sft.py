@@ -57,11 +57,11 @@ import torch
 
 # Every respo.llm module is imported here, at import time, not lazily inside functions: a long
 # run must not pick up a half-edited sibling module in the middle of training.
-from respo.llm.evaluator import sample_chains
+from respo.llm.evaluator import Evaluator
 from respo.llm.generation import HFBackend
 from respo.llm.models import char_tokenizer, tiny_model
 from respo.llm.prompts import PromptVariant, completion_prompt
-from respo.llm.sampler import LMSampler, SampleConfig
+from respo.llm.sampler import SampleConfig
 from respo.llm.thoughts import ThoughtFormat
 from respo.seeding import int_seed_for
 from respo.tasks.base import Problem
@@ -419,16 +419,6 @@ EVAL_BATCH_PROMPTS = 128
 """Prompts per batched generation call of ``evaluate_policy``."""
 
 
-def _run_chains(model: Any, tokenizer: Any, problems: Sequence[Problem], task: Any, *, n: int,
-                seed: int, sampling: SampleConfig, batch_prompts: int) -> list[tuple[Problem, Any]]:
-    """n chains per problem from the one evaluator (``respo.llm.evaluator.sample_chains``: the
-    trainer's sampler over ``HFBackend``, problem i seeded by ``rng_for(seed, "eval", i)``)."""
-    backend = HFBackend(model, tokenizer, device="cpu")
-    sampler = LMSampler(backend, tokenizer, task, cfg=sampling)
-    groups = sample_chains(sampler, problems, seed=seed, n=n, chunk=batch_prompts)
-    return [(p, c) for p, g in zip(problems, groups, strict=True) for c in g]
-
-
 def chain_stats(pairs: Sequence[tuple[Problem, Any]], task: Any, tokenizer: Any,
                 *, delimiter: str = "\n") -> dict[str, Any]:
     """pass@1, full-chain accuracy, per-step error rate and first-error distribution of chains.
@@ -500,12 +490,16 @@ def evaluate_policy(
     ``first_error``, ``hazard``, ... plus the settings. The model is put in eval mode.
     """
     model.eval()
-    greedy_cfg = dataclasses.replace(sampling, temperature=0.0, top_p=1.0)
-    greedy = chain_stats(_run_chains(model, tokenizer, problems, task, n=1, seed=seed, sampling=greedy_cfg,
-                                     batch_prompts=batch_prompts), task, tokenizer, delimiter=sampling.delimiter)
-    sampled = chain_stats(_run_chains(model, tokenizer, problems, task, n=n_samples, seed=seed,
-                                      sampling=sampling, batch_prompts=batch_prompts),
-                          task, tokenizer, delimiter=sampling.delimiter)
+    # the one evaluator (problem i seeded by rng_for(seed, "eval", i)), as the trainer's in-loop one
+    ev = Evaluator(HFBackend(model, tokenizer, device="cpu"), tokenizer, task, sampling, seed=seed,
+                   chunk=batch_prompts)
+
+    def stats(mode: str, n: int) -> dict[str, Any]:
+        groups = ev.chains(mode, problems, n=n)
+        pairs = [(p, c) for p, g in zip(problems, groups, strict=True) for c in g]
+        return chain_stats(pairs, task, tokenizer, delimiter=sampling.delimiter)
+
+    greedy, sampled = stats("greedy", 1), stats("sampled", n_samples)
     out: dict[str, Any] = {
         "greedy_pass@1": greedy["pass@1"], "greedy_chain_acc": greedy["chain_acc"],
         "greedy_step_error": greedy["step_error"],
