@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from respo.llm.config import upgrade_config_dict
 from respo.llm.sampler import LMSampler, SampleConfig
 from respo.resets import Chain
 from respo.seeding import rng_for
@@ -163,7 +164,7 @@ class Evaluator:
 
 
 # -- what a folder records --------------------------------------------------------------------------
-SETTINGS = ("prompt_variant", "delimiter", "max_thoughts", "max_thought_tokens", "max_response_tokens", "overflow")
+SETTINGS = tuple(f.name for f in fields(SampleConfig) if f.name not in ("temperature", "top_p"))
 """The prompt and thought settings a folder can record: the ``SampleConfig`` fields but the
 temperature and top-p (a run's are its rollouts'; an evaluation chooses its own)."""
 
@@ -190,9 +191,9 @@ def _json_object(path: Path) -> dict[str, Any] | None:
 
 def _run_settings(conf: dict[str, Any]) -> dict[str, Any] | None:
     """The settings of a run's ``config.json`` (a ``TrainConfig``), None when it is not one."""
-    s = conf.get("sampling")
-    if not isinstance(s, dict):
+    if not isinstance(conf.get("sampling"), dict):
         return None
+    s = upgrade_config_dict(conf)["sampling"]  # an older run's config.json in the current layout
     return {k: s[k] for k in SETTINGS if k in s}
 
 

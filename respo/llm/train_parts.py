@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from respo.llm.config import TrainConfig
-from respo.llm.evaluator import EVAL_CHUNK as EVAL_CHUNK  # re-exported (tests, callers)
 from respo.llm.evaluator import Evaluator
 from respo.llm.evaluator import gold_step_probs as gold_step_probs
 from respo.llm.trainer import Parts

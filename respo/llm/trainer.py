@@ -126,22 +126,6 @@ def is_fsdp(acc: Any) -> bool:
     return str(getattr(dt, "value", dt)) == "FSDP"
 
 
-def push_weights(sync: Callable[..., None], model: Any, wrapped: Any, acc: Any, *, fsdp: bool) -> None:
-    """Hand the current weights to a generation engine's ``sync_weights`` (``VLLMBackend``).
-
-    Under FSDP each process holds a shard, so the full state dict is gathered first (a collective
-    on every process) and passed as ``state_dict``. Every process gets all of it, because each
-    colocated engine is fed by its own process (accelerate's ``get_state_dict`` would hand the
-    weights to process 0 only, leaving the other engines on stale weights).
-    """
-    if fsdp:
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-        sync(model, state_dict=get_model_state_dict(wrapped, options=StateDictOptions(full_state_dict=True)))
-    else:
-        sync(model)
-
-
 class Distributed:
     """What the loop does differently in one process, under DDP and under FSDP, in one place.
 
@@ -224,7 +208,23 @@ class Distributed:
         return gn
 
     def push_weights(self, sync: Callable[..., None]) -> None:
-        push_weights(sync, self.model, self.wrapped, self.acc, fsdp=self.fsdp)
+        """Hand the current weights to a generation engine's ``sync_weights`` (``VLLMBackend``).
+
+        Under FSDP each process holds a shard, so the full state dict is gathered first (a collective
+        on every process) and passed as ``state_dict``. Every process gets all of it, because each
+        colocated engine is fed by its own process (accelerate's ``get_state_dict`` would hand the
+        weights to process 0 only, leaving the other engines on stale weights).
+        """
+        if self.fsdp:
+            from torch.distributed.checkpoint.state_dict import (
+                StateDictOptions,
+                get_model_state_dict,
+            )
+
+            opts = StateDictOptions(full_state_dict=True)
+            sync(self.model, state_dict=get_model_state_dict(self.wrapped, options=opts))
+        else:
+            sync(self.model)
 
     def load(self, ckpt: Path, *, optimizer: torch.optim.Optimizer, scheduler: Any) -> dict[str, Any]:
         """Restore a checkpoint (the trainer state it saved); under FSDP a collective in which
@@ -744,9 +744,10 @@ class _Rollouts:
     counters: dict[str, float]  # ``Parts.stats_sources`` over the step, this process's share
 
 
-def collect_rollouts(cfg: TrainConfig, parts: Parts, learner: _Learner, step: int) -> _Rollouts:
+def collect_rollouts(parts: Parts, learner: _Learner, step: int) -> _Rollouts:
     """This process's prompts of the step, their buffers (all prompts in lock-step, so a batching
     sampler serves each round at once) and the samplers' counters."""
+    cfg = learner.cfg
     idx = step_indices(len(parts.train_problems), step, cfg.prompts_per_step, seed=cfg.seed)
     mine = learner.dist.shard(idx)  # positions j in the step owned by this process
     for src in parts.stats_sources:  # counters start at zero for this step
@@ -934,12 +935,12 @@ def update(learner: _Learner, minibatches: Sequence[Sequence[_Micro]], *, step: 
     return out
 
 
-def step_metrics(cfg: TrainConfig, parts: Parts, learner: _Learner, step: int, ro: _Rollouts,
+def step_metrics(parts: Parts, learner: _Learner, step: int, ro: _Rollouts,
                  batches: _Batches, loss_stats: dict[str, torch.Tensor],
                  ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The step's numbers over all processes (loss, rewards, resets and fallbacks, G1/G2, token
     counts, the samplers' counters, localization quality) and its rollout records."""
-    dist, buffers = learner.dist, ro.buffers
+    cfg, dist, buffers = learner.cfg, learner.dist, ro.buffers
     counts = dist.sum(torch.tensor([
         sum(len(b.chains) for b in buffers),
         sum(int(m.mask.sum()) for mb in batches.minibatches for m in mb),
@@ -1074,7 +1075,7 @@ def train(
 
     for step in range(start_step, cfg.steps):
         t_step = time.perf_counter()
-        ro = collect_rollouts(cfg, parts, learner, step)
+        ro = collect_rollouts(parts, learner, step)
         t_rollout = time.perf_counter() - t_step
 
         t0 = time.perf_counter()
@@ -1096,7 +1097,7 @@ def train(
             dist.push_weights(sync_weights)
             timings["time/sync"] = time.perf_counter() - t0
 
-        stats, records = step_metrics(cfg, parts, learner, step, ro, batches, loss_stats)
+        stats, records = step_metrics(parts, learner, step, ro, batches, loss_stats)
         evals: dict[str, float] = {}
         if parts.evaluate is not None and cfg.eval.every > 0 and (
                 (step + 1) % cfg.eval.every == 0 or step + 1 == cfg.steps):
