@@ -89,7 +89,7 @@ class Buffer(Generic[S]):
     reset into, never trained) and ``locates`` align: parent j was localized to ``locates[j]``
     (its suffix group, if any, has id ``suffix_group_of[j]``, else -1). ``generated`` lists every
     chain sampled, trained or not. The baselines' buffers have no parents; their fields are the
-    last four below.
+    last three below.
     """
 
     chains: list[Chain[S]]

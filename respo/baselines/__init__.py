@@ -12,7 +12,6 @@ Their rows in the variant table, with their deviations from each method's own pa
 """
 
 from respo.baselines.advantages import (
-    STRUCTURED,
     critique_advantages,
     critique_tokens,
     score_advantages,
@@ -26,7 +25,6 @@ from respo.baselines.advantages import (
 from respo.baselines.builders import Cut, CutResult, Cutter, Followup, Reroot, fill_baseline
 
 __all__ = [
-    "STRUCTURED",
     "Cut",
     "CutResult",
     "Cutter",

@@ -117,11 +117,6 @@ def critique_advantages(rewards: Sequence[float] | F, source: Sequence[int]) -> 
     return r - r.mean() if len(r) else r
 
 
-STRUCTURED: tuple[str, ...] = ("spo_tree", "treerl", "score", "critique")
-"""Advantage names of the baselines (``respo.variants``): the keys of
-``respo.advantages.TOKEN_ADVANTAGES`` (tested)."""
-
-
 # -- on tokens: the entries of respo.advantages.TOKEN_ADVANTAGES ----------------------------------
 #
 # Shared arguments, one entry per trained chain of one prompt's buffer: ``rewards``; ``source``

@@ -142,7 +142,6 @@ def fill_baseline(
     role = ["fresh"] * len(firsts)
     source = [-1] * len(firsts)
     branch_points: list[LocateResult] = []
-    offpolicy = [False] * len(firsts)
     if builder == "tree":
         cuts: list[CutResult[S]] = yield [Cut(c, rngs.localize) for c in firsts]
         kids: list[list[Chain[S]]] = yield [Extend(cut.prefix, split.suffix, rngs.suffix) for cut in cuts]
@@ -153,7 +152,6 @@ def fill_baseline(
             chains.extend(ks)
             role += ["branch"] * len(ks)
             source += [m] * len(ks)
-            offpolicy += [False] * len(ks)
     elif builder == "two_attempt":
         picked = list(range(min(split.parents, len(firsts))))
         roots2: list[S] = yield [Followup(firsts[i], "retry") for i in picked]
@@ -163,7 +161,6 @@ def fill_baseline(
             chains.append(c)
             role.append("second")
             source.append(i)
-            offpolicy.append(False)
     elif builder == "critique":
         # Every response is critiqued and refined once; ``split.parents`` refinements are kept
         # (correct ones first, in order, then the best-scoring) and replace the first
@@ -180,9 +177,9 @@ def fill_baseline(
         chains = chains[n_drop:] + kept
         role = role[n_drop:] + ["refine"] * len(kept)
         source = [-1] * len(chains)
-        offpolicy = [False] * (len(firsts) - n_drop) + [True] * len(kept)
     else:
         raise ValueError(f"unknown buffer builder {builder!r}")
     return Buffer(chains=chains, group=np.zeros(len(chains), dtype=np.int64), role=role,
-                  generated=generated, stats=stats, source=source, offpolicy=offpolicy,
+                  generated=generated, stats=stats, source=source,
+                  offpolicy=[r == "refine" for r in role],  # refinements: sampled under the critique
                   branch_points=branch_points)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
 
 from respo.llm.prompts import PROMPT_VARIANTS, PromptVariant
 from respo.resets import FALLBACK_MODES
@@ -63,6 +63,12 @@ def decode_escapes(text: str) -> str:
     return "".join(out)
 
 
+ComputeDtype = Literal["auto", "float32", "bfloat16"]
+UpdateDtype = Literal["same", "bfloat16"]
+UpdateAttention = Literal["same", "eager", "sdpa"]
+"""The values of ``ModelConfig.dtype``, ``update_dtype`` and ``update_attention`` (checked there)."""
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Which policy model to train and how its weights are adapted."""
@@ -82,19 +88,19 @@ class ModelConfig:
     """Hidden size of the ``tiny`` model."""
     tiny_layers: int = 2
     """Layers of the ``tiny`` model."""
-    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    dtype: ComputeDtype = "auto"
     """Compute dtype of generation and of the held-out evaluation (which measures the sampling
     policy, so it runs in the same precision), and of the update unless ``update_dtype`` says
     otherwise: ``auto`` = bf16 autocast on CUDA, fp32 on CPU (at the track model's size bf16
     decoding is not faster on a CPU). Weights and optimizer state stay fp32."""
-    update_dtype: Literal["same", "bfloat16"] = "same"
+    update_dtype: UpdateDtype = "same"
     """Autocast dtype of the update's forwards and backward (old log-probs, loss, gradients):
     ``same`` = as ``dtype``; ``bfloat16`` = bf16 autocast there while generation keeps ``dtype``.
     On this 2-core CPU (AMX), with eager attention (``update_attention``), a bf16 forward + backward
     of the 1M-parameter track model is about 1.6x faster than fp32; bf16 decoding of the training
     rollouts (``dtype="bfloat16"``) is not faster (0.9-1.1x), only the larger evaluation batches
     are (about 1.4x) (``experiments/bench/bench_cpu_step.py``)."""
-    update_attention: Literal["same", "eager", "sdpa"] = "same"
+    update_attention: UpdateAttention = "same"
     """Attention implementation of the update's forwards and backward (transformers'
     ``attn_implementation``; ``same`` = the model's own, ``sdpa`` for the models respo builds).
     Generation always uses the model's own. With a bf16 update on this 2-core CPU, ``eager`` makes
@@ -118,9 +124,9 @@ class ModelConfig:
         check_number("model.lora_alpha", self.lora_alpha, low=0, strict=True)
         check_number("model.tiny_hidden", self.tiny_hidden, low=1, integer=True)
         check_number("model.tiny_layers", self.tiny_layers, low=1, integer=True)
-        for name, ok in (("dtype", ("auto", "float32", "bfloat16")), ("update_dtype", ("same", "bfloat16")),
-                         ("update_attention", ("same", "eager", "sdpa"))):
-            if getattr(self, name) not in ok:
+        for name, kind in (("dtype", ComputeDtype), ("update_dtype", UpdateDtype),
+                           ("update_attention", UpdateAttention)):
+            if getattr(self, name) not in (ok := get_args(kind)):
                 raise ValueError(f"model.{name} must be one of {', '.join(ok)}; got {getattr(self, name)!r}")
 
 
