@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -103,6 +104,17 @@ def test_warmup_names_and_shipped_lookup(tmp_path):
     (sft.checkpoint_path(cfg, shipped) / sft.INFO_FILE).write_text("{}")
     assert sft.warmup_checkpoint(cfg, tmp_path / "cache", shipped=[shipped]) == sft.checkpoint_path(cfg, shipped)
     assert not sft.is_complete(sft.checkpoint_path(sft.SFTConfig(steps=4), shipped))
+
+
+def test_the_shipped_warmup_is_recorded_relative_to_the_repository():
+    from respo.commands.cpu_track import _warmup
+    from respo.presets import get_preset
+
+    warm = _warmup(get_preset("cpu-coverage"), progress=False)
+    assert warm["path"] == f"experiments/results/cpu_track/warmup/sft-{warm['key']}"
+    for suite in sorted(Path(__file__).resolve().parents[1].glob("experiments/results/cpu_track/*/warmup.json")):
+        path = json.loads(suite.read_text())["path"]
+        assert not Path(path).is_absolute(), suite  # committed suites read the same in every clone
 
 
 def test_main_job_stage_two_runs_a_suite_and_writes_its_table(tmp_path, capsys):

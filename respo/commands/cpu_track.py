@@ -29,6 +29,7 @@ from typing import Annotated, Any
 
 import tyro
 
+from respo.analysis.runs import display_path
 from respo.jsonl import read_jsonl, write_json_atomic
 
 
@@ -266,6 +267,7 @@ def _warmup(cfg: Any, *, progress: bool) -> dict[str, Any]:
         if bar is not None:
             bar.close()
     info = json.loads((path / sft.INFO_FILE).read_text())
-    return {"path": str(path), "key": scfg.key(), "config": scfg.to_dict(),
+    # relative to the repository when shipped there, so a suite's warmup.json reads the same in any clone
+    return {"path": display_path(path), "key": scfg.key(), "config": scfg.to_dict(),
             "final_loss": info["history"][-1]["loss"] if info.get("history") else None,
             "metrics": info.get("metrics") or None}
